@@ -1,0 +1,291 @@
+"""A small OCI distribution / Docker Registry v2 client on the standard library.
+
+Why our own (docs/registry-client.md): the engine needs streaming blob downloads hashed on the
+fly into a temp file, a per-registry insecure (plain http) switch from the site config, and no
+extra runtime dependency on every compute node; the protocol subset is small (``/v2/``,
+manifests, blobs, uploads) and its auth is two challenge schemes (Basic, Bearer token).
+
+Credentials are held in :class:`Credentials` whose ``repr`` hides the password; no header, URL or
+log line written here contains a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import re
+import ssl
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+from hpc_exec.errors import AuthenticationFailed, ImageNotFound, RegistryError
+
+__all__ = ["Credentials", "RegistryClient", "Response", "parse_challenge"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+    def basic_header(self) -> str:
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Parse a ``WWW-Authenticate`` header: ('bearer', {'realm': ..., 'service': ...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class RegistryClient:
+    """One registry (``host[:port]``), one connection at a time per client object.
+
+    ``insecure`` selects plain http (only for registries the site config lists); ``ca_file``
+    adds a CA to trust for https. Not thread-safe: use one client per thread.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        ca_file: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.server = server
+        self.credentials = credentials
+        self.insecure = insecure
+        self.timeout = timeout
+        self._ctx = None if insecure else ssl.create_default_context(cafile=ca_file)
+        self._auth: str | None = None  # Authorization header value that worked last
+        self._conn: http.client.HTTPConnection | None = None
+
+    # -- transport -----------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            host, _, port = self.server.partition(":")
+            if self.insecure:
+                self._conn = http.client.HTTPConnection(
+                    host, int(port) if port else 80, timeout=self.timeout)
+            else:
+                self._conn = http.client.HTTPSConnection(
+                    host, int(port) if port else 443, timeout=self.timeout, context=self._ctx)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | IO[bytes] | None
+    ) -> http.client.HTTPResponse:
+        conn = self._connection()
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            scheme = "http" if self.insecure else "https"
+            raise RegistryError(
+                f"cannot reach registry {scheme}://{self.server}: {exc}",
+                hint=None if self.insecure else
+                "if it serves plain http, list it under insecureRegistries in the site config",
+            ) from exc
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        stream: bool = False,
+        scope: str = "",
+    ) -> tuple[int, http.client.HTTPResponse | Response]:
+        """Send a request, answering one auth challenge. Returns (status, response).
+
+        ``path`` may be an absolute URL from a Location header. With ``stream`` the caller reads
+        and closes the raw response; else the body is read into a :class:`Response`.
+        """
+        target = path
+        if path.startswith(("http://", "https://")):
+            parsed = urllib.parse.urlsplit(path)
+            target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        hdrs = dict(headers or {})
+        for attempt in range(2):
+            if self._auth:
+                hdrs["Authorization"] = self._auth
+            resp = self._send(method, target, hdrs, body)
+            if resp.status == 401 and attempt == 0:
+                challenge = resp.getheader("WWW-Authenticate", "")
+                resp.read()
+                self._authenticate(challenge, scope)
+                continue
+            break
+        if resp.status == 401:
+            resp.read()
+            raise AuthenticationFailed(
+                f"registry {self.server} refused the credentials"
+                + ("" if self.credentials else " (none given)"),
+                hint="use --username with --password-stdin, --login, or a docker/podman auth "
+                "file",
+            )
+        if stream:
+            return resp.status, resp
+        return resp.status, Response(resp.status, dict(resp.getheaders()), resp.read())
+
+    def _authenticate(self, challenge: str, scope: str) -> None:
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if self.credentials is None:
+                raise AuthenticationFailed(f"registry {self.server} requires a login")
+            self._auth = self.credentials.basic_header()
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise RegistryError(f"registry {self.server} sent an unknown auth challenge "
+                                f"{scheme!r}")
+        query = {"service": params.get("service", "")}
+        if scope or params.get("scope"):
+            query["scope"] = scope or params["scope"]
+        realm = urllib.parse.urlsplit(params["realm"])
+        token_client = RegistryClient(
+            realm.netloc, insecure=realm.scheme == "http", timeout=self.timeout)
+        token_client._ctx = self._ctx
+        hdrs = {"Authorization": self.credentials.basic_header()} if self.credentials else {}
+        try:
+            tpath = realm.path + "?" + urllib.parse.urlencode(query)
+            resp = token_client._send("GET", tpath, hdrs, None)
+            body = resp.read()
+        finally:
+            token_client.close()
+        if resp.status in (401, 403):
+            raise AuthenticationFailed(f"registry {self.server} refused the credentials")
+        if resp.status != 200:
+            raise RegistryError(f"token service of {self.server} answered {resp.status}")
+        data = json.loads(body)
+        token = data.get("token") or data.get("access_token")
+        if not token:
+            raise RegistryError(f"token service of {self.server} returned no token")
+        self._auth = f"Bearer {token}"
+
+    # -- protocol ------------------------------------------------------------------------------
+    def ping(self) -> int:
+        status, _ = self.request("GET", "/v2/")
+        return status
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        status, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}",
+                                 scope=f"repository:{repo}:pull")
+        return status == 200
+
+    def push_blob(self, repo: str, digest: str, data: bytes) -> None:
+        """Monolithic upload (POST then PUT), skipped when the registry has the blob."""
+        scope = f"repository:{repo}:pull,push"
+        if self.blob_exists(repo, digest):
+            return
+        status, resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope)
+        assert isinstance(resp, Response)
+        if status != 202:
+            raise RegistryError(f"registry {self.server} refused an upload to {repo}: {status}")
+        location = resp.headers.get("Location") or resp.headers.get("location") or ""
+        sep = "&" if "?" in location else "?"
+        status, resp = self.request(
+            "PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}",
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(len(data))},
+            body=data, scope=scope)
+        if status != 201:
+            raise RegistryError(f"registry {self.server} rejected blob {digest}: {status}")
+
+    def put_manifest(self, repo: str, reference: str, manifest: bytes, media_type: str) -> None:
+        status, resp = self.request(
+            "PUT", f"/v2/{repo}/manifests/{reference}",
+            headers={"Content-Type": media_type}, body=manifest,
+            scope=f"repository:{repo}:pull,push")
+        if status != 201:
+            body = resp.body[:200] if isinstance(resp, Response) else b""
+            raise RegistryError(f"registry {self.server} rejected manifest {repo}:{reference}: "
+                                f"{status} {body!r}")
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
+        """(body, media type, digest header) of a manifest or index."""
+        status, resp = self.request(
+            "GET", f"/v2/{repo}/manifests/{reference}",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)}, scope=f"repository:{repo}:pull")
+        assert isinstance(resp, Response)
+        if status == 404:
+            raise ImageNotFound(f"image {self.server}/{repo}:{reference} not found")
+        if status != 200:
+            raise RegistryError(f"registry {self.server} answered {status} for manifest "
+                                f"{repo}:{reference}")
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        return (resp.body, headers.get("content-type", ""),
+                headers.get("docker-content-digest", ""))
+
+    def iter_blob(self, repo: str, digest: str) -> Iterator[bytes]:
+        """Stream a blob's bytes (the caller verifies the digest)."""
+        status, resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", stream=True,
+                                    scope=f"repository:{repo}:pull")
+        assert isinstance(resp, http.client.HTTPResponse)
+        if status in (301, 302, 303, 307, 308):
+            location = resp.getheader("Location", "")
+            resp.read()
+            yield from _follow(location, self.timeout, self._ctx)
+            return
+        if status == 404:
+            resp.read()
+            raise ImageNotFound(f"blob {digest} not found in {self.server}/{repo}")
+        if status != 200:
+            resp.read()
+            raise RegistryError(f"registry {self.server} answered {status} for blob {digest}")
+        while chunk := resp.read(CHUNK):
+            yield chunk
+
+
+def _follow(url: str, timeout: float, ctx: ssl.SSLContext | None) -> Iterator[bytes]:
+    """Read a redirected blob (e.g. object storage) without our registry credentials."""
+    parts = urllib.parse.urlsplit(url)
+    client = RegistryClient(parts.netloc, insecure=parts.scheme == "http", timeout=timeout)
+    client._ctx = ctx
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        resp = client._send("GET", target, {}, None)
+        if resp.status != 200:
+            resp.read()
+            raise RegistryError(f"blob download from {parts.netloc} answered {resp.status}")
+        while chunk := resp.read(CHUNK):
+            yield chunk
+    finally:
+        client.close()

@@ -1,0 +1,87 @@
+"""The ``hpc-exec`` command line (Sarus-compatible where Sarus has the command).
+
+Each subcommand imports its implementation lazily, so ``hpc-exec --help`` and the per-task
+``hpc-exec run`` pay only for what they use. Every :class:`HpcExecError` becomes one line on
+stderr (plus its hint) and the exit code of its class; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from hpc_exec import __version__
+from hpc_exec.errors import ExitCode, HpcExecError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("hpc_exec")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from hpc_exec.testbed import cli as testbed_cli
+
+    return testbed_cli.dispatch(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpc-exec",
+        description="Run OCI containers on HPC clusters, images pulled once into a squashfs cache.",
+        epilog="Exit codes: see docs/exit-codes.md. Run 'hpc-exec COMMAND --help' for a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"hpc-exec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(handler=lambda _a: print(f"hpc-exec {__version__}") or 0)
+
+    from hpc_exec.testbed.cli import add_parser as add_testbed
+
+    add_testbed(sub, _testbed)
+    return parser
+
+
+def _setup_logging(debug: bool, verbose: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("hpc-exec: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.debug, args.verbose)
+    handler: Handler = args.handler
+    try:
+        return int(handler(args))
+    except HpcExecError as exc:
+        if args.debug:
+            log.exception("%s failed", args.command)
+        print(f"hpc-exec: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hpc-exec: hint: {exc.hint}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("hpc-exec: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"hpc-exec: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+              file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

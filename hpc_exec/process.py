@@ -1,0 +1,233 @@
+"""The one way hpc-exec runs external programs.
+
+Contract (shared/STYLE.md habit 5):
+
+* argv lists only, never a shell string;
+* every call has a timeout; on expiry the whole process group is killed;
+* stdin is the null device unless ``input`` is given;
+* output is captured and shown only on failure, as :class:`~hpc_exec.errors.CommandFailed`
+  with the stderr tail;
+* the command is logged at DEBUG with :class:`Secret` arguments redacted;
+* a program that is not installed raises :class:`~hpc_exec.errors.MissingDependency` naming
+  the Debian package that provides it.
+
+:func:`spawn` starts long-running daemons (the testbed's) in their own session and returns the
+``Popen``; :func:`run` with ``capture=False`` lets the child inherit our stdio (``runc run``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess  # noqa: TID251 - this module is the one wrapper
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
+
+__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "require", "run", "spawn", "terminate"]
+
+log = logging.getLogger(__name__)
+
+# Which Debian package provides each program we call; named in MissingDependency errors.
+DEBIAN_PACKAGES: dict[str, str] = {
+    "munged": "munge",
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "srun": "slurm-client",
+    "sbatch": "slurm-client",
+    "squeue": "slurm-client",
+    "scontrol": "slurm-client",
+    "scancel": "slurm-client",
+    "sinfo": "slurm-client",
+    "docker-registry": "docker-registry",
+    "runc": "runc",
+    "tar2sqfs": "squashfs-tools-ng",
+    "sqfs2tar": "squashfs-tools-ng",
+    "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
+    "squashfuse": "squashfuse",
+    "squashfuse_ll": "squashfuse",
+    "fuse-overlayfs": "fuse-overlayfs",
+    "fusermount3": "fuse3",
+    "debootstrap": "debootstrap",
+    "busybox": "busybox-static",
+    "htpasswd": "apache2-utils",
+    "openssl": "openssl",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "mount": "mount",
+    "umount": "mount",
+    "chroot": "coreutils",
+    "skopeo": "skopeo",
+    "umoci": "umoci",
+    "tini": "tini",
+    "newuidmap": "uidmap",
+}
+
+_TAIL = 4000  # characters of stderr kept for error messages
+
+
+class Secret(str):
+    """A string that is redacted whenever a command line is logged or shown (pip's HiddenText)."""
+
+    def redacted(self) -> str:
+        return "****"
+
+
+def _shown(argv: Sequence[str]) -> str:
+    return shlex.join(a.redacted() if isinstance(a, Secret) else str(a) for a in argv)
+
+
+def require(program: str) -> str:
+    """Absolute path of ``program`` on PATH (or the path itself), else MissingDependency."""
+    if os.sep in program:
+        if os.access(program, os.X_OK):
+            return program
+        found = None
+    else:
+        found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if not found:
+        raise MissingDependency(program, DEBIAN_PACKAGES.get(os.path.basename(program)))
+    return found
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    desc: str,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    cwd: str | Path | None = None,
+    capture: bool = True,
+    stdout: IO[bytes] | None = None,
+) -> Completed:
+    """Run ``argv`` to completion and return its exit status and output.
+
+    ``desc`` is a short human phrase ("mounting squashfs image") used in errors.
+    With ``capture=False`` the child inherits stdio (or writes stdout to ``stdout``) and only
+    the exit status is returned. ``check`` raises CommandFailed on a non-zero exit.
+    """
+    argv = [str(a) for a in argv]
+    exe = require(argv[0])
+    log.debug("running (%s): %s", desc, _shown(argv))
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        proc = subprocess.Popen(
+            [exe, *argv[1:]],
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else stdout,
+            stderr=subprocess.PIPE if capture else None,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            process_group=0,  # so a timeout can kill the program and everything it started
+        )
+    except FileNotFoundError as exc:  # cwd missing, or exe vanished between which and exec
+        raise CommandFailed(desc, argv, 127, str(exc)) from exc
+    try:
+        out, err = proc.communicate(input=data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise CommandTimeout(desc, argv, timeout) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    stdout_s = out.decode(errors="replace") if out is not None else ""
+    stderr_s = err.decode(errors="replace") if err is not None else ""
+    if check and proc.returncode != 0:
+        raise CommandFailed(desc, argv, proc.returncode, stderr_s[-_TAIL:])
+    return Completed(argv, proc.returncode, stdout_s, stderr_s)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    desc: str,
+    log_path: str | Path,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session, stdout+stderr appended to ``log_path``.
+
+    The caller records ``proc.pid`` and stops it with :func:`terminate`.
+    """
+    argv = [str(a) for a in argv]
+    exe = require(argv[0])
+    log.debug("starting (%s): %s", desc, _shown(argv))
+    with open(log_path, "ab") as logf:
+        return subprocess.Popen(
+            [exe, *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def terminate(pid: int, *, timeout: float, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig`` to ``pid``, wait up to ``timeout`` s, then SIGKILL. True if it is gone.
+
+    Only for processes we started ourselves and whose identity the caller has checked.
+    """
+    import time
+
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie; reaps it if it is our child."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in (b"Z", b"X")

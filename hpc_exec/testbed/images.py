@@ -1,0 +1,394 @@
+"""Test images built on this machine (no Docker) and pushed to the testbed registries.
+
+* ``small``: one layer, Debian's static busybox plus applet symlinks and an /etc/os-release.
+* ``python``: a realistic three-layer Debian image: (1) ``debootstrap --variant=minbase``,
+  (2) the difference a second debootstrap with python3 makes, (3) a layer that deletes files
+  (whiteouts, an opaque directory) and adds a hard link. It is pushed as a multi-platform
+  index whose linux/amd64 entry is the real image; a linux/arm64 entry points at the small
+  layer, so a client that picks the wrong platform is caught by tests.
+
+Builds are deterministic (fixed mtimes, sorted members, gzip mtime 0), so pushing again is a
+no-op, and are cached under the state dir (``image-cache/``) by an atomic directory rename.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpc_exec import process
+from hpc_exec.errors import TestbedError
+from hpc_exec.testbed.state import TestbedLayout
+
+__all__ = ["BUILDER_VERSION", "BuiltImage", "build_python", "build_small", "debian_mirror",
+           "push_image"]
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = 1  # bump to rebuild cached images after changing a recipe
+EPOCH = 1_700_000_000  # fixed mtime of generated members: same input, same digests
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image in a directory: blobs/<hex> plus ``image.json`` naming the top manifest."""
+
+    root: Path
+
+    @property
+    def meta(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads((self.root / "image.json").read_text())
+        return data
+
+    def blob(self, digest: str) -> bytes:
+        return (self.root / "blobs" / digest.split(":", 1)[1]).read_bytes()
+
+
+class _ImageWriter:
+    """Collects blobs and manifests for one image directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "blobs").mkdir(parents=True)
+        self.manifests: list[tuple[str, str]] = []  # (digest, media type), children first
+
+    def blob(self, data: bytes) -> str:
+        digest = _sha(data)
+        (self.root / "blobs" / digest.split(":", 1)[1]).write_bytes(data)
+        return digest
+
+    def manifest(self, layers_tar: list[bytes], config: dict[str, object], arch: str = "amd64"
+                 ) -> dict[str, object]:
+        layer_descs, diff_ids = [], []
+        for tar in layers_tar:
+            gz = gzip.compress(tar, compresslevel=6, mtime=0)
+            layer_descs.append({"mediaType": OCI_LAYER_GZ, "digest": self.blob(gz),
+                                "size": len(gz)})
+            diff_ids.append(_sha(tar))
+        cfg = {
+            "architecture": arch, "os": "linux",
+            "created": "2023-11-14T22:13:20Z",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created_by": "hpc-exec testbed"} for _ in layers_tar],
+        }
+        cfg_bytes = json.dumps(cfg, sort_keys=True).encode()
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": self.blob(cfg_bytes),
+                       "size": len(cfg_bytes)},
+            "layers": layer_descs,
+        }
+        data = json.dumps(manifest, sort_keys=True).encode()
+        digest = self.blob(data)
+        self.manifests.append((digest, OCI_MANIFEST))
+        return {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data),
+                "platform": {"architecture": arch, "os": "linux"}}
+
+    def index(self, entries: list[dict[str, object]]) -> None:
+        data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                          sort_keys=True).encode()
+        self.manifests.append((self.blob(data), OCI_INDEX))
+
+    def finish(self) -> None:
+        top_digest, top_type = self.manifests[-1]
+        meta = {"manifest": top_digest, "mediaType": top_type,
+                "children": [d for d, _ in self.manifests[:-1]]}
+        (self.root / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _cached(layout: TestbedLayout, name: str, build: object) -> BuiltImage:
+    """Return the cached image ``name``, building it first (to a temp dir, then rename)."""
+    from filelock import FileLock
+
+    final = layout.image_cache / f"{name}-v{BUILDER_VERSION}"
+    if (final / "image.json").exists():
+        return BuiltImage(final)
+    layout.image_cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(layout.image_cache / f"{name}.lock"), timeout=900):
+        if (final / "image.json").exists():
+            return BuiltImage(final)
+        tmp = Path(tempfile.mkdtemp(dir=layout.image_cache, prefix=f".{name}-"))
+        try:
+            assert callable(build)
+            build(tmp / "image")
+            os.rename(tmp / "image", final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return BuiltImage(final)
+
+
+# -- tar helpers ---------------------------------------------------------------------------
+
+def _tar(members: Iterable[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, *,
+          size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname = kind, mode, size, linkname
+    info.mtime, info.uid, info.gid, info.uname, info.gname = EPOCH, 0, 0, "root", "root"
+    return info
+
+
+def _file(name: str, data: bytes, mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes]:
+    return _info(name, mode=mode, size=len(data)), data
+
+
+def _dir(name: str, mode: int = 0o755) -> tuple[tarfile.TarInfo, None]:
+    return _info(name, tarfile.DIRTYPE, mode), None
+
+
+def _symlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target), None
+
+
+def _hardlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    return _info(name, tarfile.LNKTYPE, 0o755, linkname=target), None
+
+
+# -- small: busybox-static -----------------------------------------------------------------
+
+def _busybox_layer() -> bytes:
+    busybox = Path(process.require("busybox"))
+    out = process.run([str(busybox), "--list"], timeout=30, desc="listing busybox applets")
+    applets = sorted({a for a in out.stdout.split() if re.fullmatch(r"[\w.\-\[]+", a)}
+                     - {"busybox"})
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [
+        _dir("bin"), _dir("dev"), _dir("etc"), _dir("home"), _dir("proc"), _dir("root", 0o700),
+        _dir("sys"), _dir("tmp", 0o1777), _dir("usr"), _dir("usr/bin"), _dir("var"),
+        _dir("var/tmp", 0o1777),
+        _file("bin/busybox", busybox.read_bytes(), 0o755),
+        _file("etc/os-release", b'NAME="hpc-exec testbed busybox"\nID=busybox\n'
+              b'PRETTY_NAME="hpc-exec testbed busybox"\n'),
+    ]
+    members += [_symlink(f"bin/{a}", "busybox") for a in applets]
+    members.append(_symlink("usr/bin/env", "../../bin/busybox"))
+    return _tar(members)
+
+
+SMALL_CONFIG: dict[str, object] = {
+    "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+    "Cmd": ["/bin/sh"],
+    "WorkingDir": "/",
+    "Labels": {"org.opencontainers.image.title": "hpc-exec testbed busybox"},
+}
+
+
+def build_small(layout: TestbedLayout) -> BuiltImage:
+    def build(dest: Path) -> None:
+        w = _ImageWriter(dest)
+        w.manifest([_busybox_layer()], SMALL_CONFIG)
+        w.finish()
+    return _cached(layout, "small", build)
+
+
+# -- python: Debian minbase + python3 + deletions ------------------------------------------
+
+def debian_mirror() -> tuple[str, str]:
+    """(mirror URL, codename) for debootstrap, read from this host's apt sources.
+
+    ``HPC_EXEC_TESTBED_DEBIAN_MIRROR`` overrides the mirror. The host's sources are what the
+    site already trusts and can reach.
+    """
+    codename = ""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            codename = line.split("=", 1)[1].strip('"')
+    if not codename:
+        raise TestbedError("cannot tell this host's Debian codename from /etc/os-release")
+    override = os.environ.get("HPC_EXEC_TESTBED_DEBIAN_MIRROR")
+    if override:
+        return override, codename
+    for uri, suites in _apt_sources():
+        if codename in suites:
+            return uri, codename
+    raise TestbedError(
+        f"no apt source for Debian '{codename}' found in /etc/apt/sources.list(.d)",
+        hint="set HPC_EXEC_TESTBED_DEBIAN_MIRROR to a Debian mirror URL")
+
+
+def _apt_sources() -> list[tuple[str, list[str]]]:
+    found: list[tuple[str, list[str]]] = []
+    d = Path("/etc/apt/sources.list.d")
+    for f in sorted(d.glob("*.sources")) if d.is_dir() else []:
+        for stanza in f.read_text().split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if ":" in line and not line.startswith(("#", " ")):
+                    k, v = line.split(":", 1)
+                    fields[k.strip().lower()] = v.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+                for uri in fields.get("uris", "").split():
+                    found.append((uri, fields.get("suites", "").split()))
+    lists = [Path("/etc/apt/sources.list"), *sorted(d.glob("*.list"))] if d.is_dir() else []
+    for f in lists:
+        if not f.exists():
+            continue
+        for line in f.read_text().splitlines():
+            m = re.match(r"\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+            if m:
+                found.append((m.group(1), [m.group(2)]))
+    return found
+
+
+def _debootstrap(target: Path, cache: Path, include: str | None) -> None:
+    mirror, codename = debian_mirror()
+    argv = ["debootstrap", "--variant=minbase", f"--cache-dir={cache}"]
+    if include:
+        argv.append(f"--include={include}")
+    argv += [codename, str(target), mirror]
+    log.warning("building the Debian test image (%s%s): about a minute, once",
+                codename, f" + {include}" if include else "")
+    process.run(argv, timeout=1200, desc=f"debootstrap {codename}")
+
+
+def _signature(path: Path, st: os.stat_result) -> tuple[object, ...]:
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        extra: object = h.hexdigest()
+    elif stat.S_ISLNK(mode):
+        extra = os.readlink(path)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        extra = st.st_rdev
+    else:
+        extra = None
+    return (stat.S_IFMT(mode), stat.S_IMODE(mode), st.st_uid, st.st_gid, extra)
+
+
+def _walk(root: Path) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            out[rel] = _signature(p, os.lstat(p))
+    return out
+
+
+def _rootfs_tar(root: Path, only: set[str] | None = None,
+                whiteouts: Iterable[str] = ()) -> bytes:
+    """Tar ``root`` (or only the relative paths in ``only``), plus whiteout files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        paths = sorted(_walk(root)) if only is None else sorted(only)
+        for rel in paths:
+            p = root / rel
+            if stat.S_ISSOCK(os.lstat(p).st_mode):
+                continue
+            info = tar.gettarinfo(str(p), arcname=rel)
+            if info.isreg():
+                with open(p, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+        for wh in sorted(whiteouts):
+            parent, _, base = wh.rpartition("/")
+            tar.addfile(_info(f"{parent}/.wh.{base}" if parent else f".wh.{base}"))
+    return buf.getvalue()
+
+
+PYTHON_CONFIG: dict[str, object] = {
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=C.UTF-8"],
+    "Cmd": ["python3"],
+    "WorkingDir": "/",
+    "Labels": {"org.opencontainers.image.title": "hpc-exec testbed debian-python"},
+}
+
+HELLO = b"#!/usr/bin/python3\nprint('hello from the hpc-exec testbed image')\n"
+
+
+def _deletion_layer(rootfs: Path) -> bytes:
+    """Layer 3: whiteouts for a file and a directory, an opaque dir, a hard link."""
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    if (rootfs / "etc/motd").exists():
+        members.append(_file("etc/.wh.motd", b""))
+    if (rootfs / "usr/share/info").exists():
+        members.append(_file("usr/share/.wh.info", b""))
+    members += [
+        _dir("usr/share/doc"),
+        _file("usr/share/doc/.wh..wh..opq", b""),
+        _file("usr/share/doc/README.hpc-exec", b"Docs were removed by an opaque whiteout.\n"),
+        _dir("usr/local/bin"),
+        _file("usr/local/bin/hpc-exec-hello", HELLO, 0o755),
+        _hardlink("usr/local/bin/hpc-exec-hello-link", "usr/local/bin/hpc-exec-hello"),
+    ]
+    return _tar(members)
+
+
+def build_python(layout: TestbedLayout) -> BuiltImage:
+    small = build_small(layout)
+
+    def build(dest: Path) -> None:
+        work = dest.parent
+        cache = layout.image_cache / "debootstrap-debs"
+        cache.mkdir(exist_ok=True)
+        base, full = work / "base", work / "full"
+        _debootstrap(base, cache, None)
+        _debootstrap(full, cache, "python3")
+        before, after = _walk(base), _walk(full)
+        layer1 = _rootfs_tar(base)
+        changed = {p for p, sig in after.items() if before.get(p) != sig}
+        removed = {p for p in before if p not in after
+                   and p.rpartition("/")[0] not in before.keys() - after.keys()}
+        layer2 = _rootfs_tar(full, only=changed, whiteouts=removed)
+        layer3 = _deletion_layer(full)
+        w = _ImageWriter(dest)
+        amd64 = w.manifest([layer1, layer2, layer3], PYTHON_CONFIG, "amd64")
+        # A decoy arm64 entry made of the busybox layer: picking it would be a client bug.
+        small_layer = _busybox_layer()
+        arm64 = w.manifest([small_layer], SMALL_CONFIG, "arm64")
+        w.index([amd64, arm64])
+        w.finish()
+        del small
+    return _cached(layout, "python", build)
+
+
+def push_image(image: BuiltImage, client: object, repo: str, tag: str) -> None:
+    """Push every blob, then the child manifests by digest, then the top manifest by tag."""
+    from hpc_exec.engine.image.registry import RegistryClient
+
+    assert isinstance(client, RegistryClient)
+    meta = image.meta
+    manifests = [*meta.get("children", []), meta["manifest"]]  # type: ignore[list-item]
+    blob_dir = image.root / "blobs"
+    manifest_hexes = {d.split(":", 1)[1] for d in manifests}
+    for f in sorted(blob_dir.iterdir()):
+        if f.name not in manifest_hexes:
+            client.push_blob(repo, f"sha256:{f.name}", f.read_bytes())
+    for digest in manifests:
+        data = image.blob(digest)
+        media = json.loads(data).get("mediaType", OCI_MANIFEST)
+        ref = tag if digest == meta["manifest"] else digest
+        client.put_manifest(repo, ref, data, media)
