@@ -21,11 +21,12 @@ log = logging.getLogger("hpc_exec")
 
 Handler = Callable[[argparse.Namespace], int]
 
-
-def _testbed(args: argparse.Namespace) -> int:
-    from hpc_exec.testbed import cli as testbed_cli
-
-    return testbed_cli.dispatch(args)
+# Modules that each define ``add_parser(subparsers)``; a subparser sets ``handler`` (a function
+# of the parsed args returning the exit code). Keep these modules light: heavy imports belong
+# inside the handlers, so that one command never pays for another.
+COMMAND_MODULES = [
+    "hpc_exec.testbed.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _a: print(f"hpc-exec {__version__}") or 0)
 
-    from hpc_exec.testbed.cli import add_parser as add_testbed
+    import importlib
 
-    add_testbed(sub, _testbed)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

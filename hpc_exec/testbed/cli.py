@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ def _port(text: str) -> int:
     return value
 
 
-def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "testbed", help="a real mini-cluster (munge, Slurm, registries) on this machine",
         description="Start, inspect and stop a local Slurm cluster of N namespaced nodes and two "
@@ -44,7 +43,7 @@ def add_parser(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
     d.add_argument("--purge", action="store_true",
                    help="also delete the state dir, including the cached image builds")
     tsub.add_parser("env", help="print shell export lines (eval \"$(hpc-exec testbed env)\")")
-    p.set_defaults(handler=handler)
+    p.set_defaults(handler=dispatch)
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -348,8 +348,6 @@ def _deletion_layer(rootfs: Path) -> bytes:
 
 
 def build_python(layout: TestbedLayout) -> BuiltImage:
-    small = build_small(layout)
-
     def build(dest: Path) -> None:
         work = dest.parent
         cache = layout.image_cache / "debootstrap-debs"
@@ -371,7 +369,6 @@ def build_python(layout: TestbedLayout) -> BuiltImage:
         arm64 = w.manifest([small_layer], SMALL_CONFIG, "arm64")
         w.index([amd64, arm64])
         w.finish()
-        del small
     return _cached(layout, "python", build)
 
 
