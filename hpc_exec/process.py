@@ -80,8 +80,12 @@ class Secret(str):
         return "****"
 
 
+def _redacted(argv: Sequence[str]) -> list[str]:
+    return [a.redacted() if isinstance(a, Secret) else str(a) for a in argv]
+
+
 def _shown(argv: Sequence[str]) -> str:
-    return shlex.join(a.redacted() if isinstance(a, Secret) else str(a) for a in argv)
+    return shlex.join(_redacted(argv))
 
 
 def require(program: str) -> str:
@@ -105,12 +109,21 @@ class Completed:
     stderr: str
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> str:
+    """SIGKILL the child's process group, reap it, close its pipes; return its stderr tail."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    try:
+        _, err = proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError):
+        err = None
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+    return err.decode(errors="replace")[-_TAIL:] if err else ""
 
 
 def run(
@@ -131,9 +144,10 @@ def run(
     With ``capture=False`` the child inherits stdio (or writes stdout to ``stdout``) and only
     the exit status is returned. ``check`` raises CommandFailed on a non-zero exit.
     """
+    safe = _redacted(argv)  # what logs and errors may show
     argv = [str(a) for a in argv]
     exe = require(argv[0])
-    log.debug("running (%s): %s", desc, _shown(argv))
+    log.debug("running (%s): %s", desc, shlex.join(safe))
     data = input.encode() if isinstance(input, str) else input
     try:
         proc = subprocess.Popen(
@@ -146,20 +160,19 @@ def run(
             process_group=0,  # so a timeout can kill the program and everything it started
         )
     except FileNotFoundError as exc:  # cwd missing, or exe vanished between which and exec
-        raise CommandFailed(desc, argv, 127, str(exc)) from exc
+        raise CommandFailed(desc, safe, 127, str(exc)) from exc
     try:
         out, err = proc.communicate(input=data, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        raise CommandTimeout(desc, argv, timeout) from None
+        raise CommandTimeout(desc, safe, timeout, _kill_group(proc)) from None
     except BaseException:
         _kill_group(proc)
         raise
     stdout_s = out.decode(errors="replace") if out is not None else ""
     stderr_s = err.decode(errors="replace") if err is not None else ""
     if check and proc.returncode != 0:
-        raise CommandFailed(desc, argv, proc.returncode, stderr_s[-_TAIL:])
-    return Completed(argv, proc.returncode, stdout_s, stderr_s)
+        raise CommandFailed(desc, safe, proc.returncode, stderr_s[-_TAIL:])
+    return Completed(safe, proc.returncode, stdout_s, stderr_s)
 
 
 def spawn(
@@ -174,11 +187,12 @@ def spawn(
 
     The caller records ``proc.pid`` and stops it with :func:`terminate`.
     """
+    shown = _shown(argv)
     argv = [str(a) for a in argv]
     exe = require(argv[0])
-    log.debug("starting (%s): %s", desc, _shown(argv))
+    log.debug("starting (%s): %s", desc, shown)
     with open(log_path, "ab") as logf:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [exe, *argv[1:]],
             stdin=subprocess.DEVNULL,
             stdout=logf,
@@ -187,6 +201,13 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    # Daemons outlive the call; keep the handle so it is neither collected while the daemon
+    # runs nor left a zombie when terminate() stops it from this same process.
+    _DAEMONS[proc.pid] = proc
+    return proc
+
+
+_DAEMONS: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def terminate(pid: int, *, timeout: float, sig: int = signal.SIGTERM) -> bool:
@@ -219,12 +240,12 @@ def terminate(pid: int, *, timeout: float, sig: int = signal.SIGTERM) -> bool:
 
 def _alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie; reaps it if it is our child."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
+    child = _DAEMONS.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _DAEMONS[pid]
+        return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]

@@ -1,10 +1,12 @@
 """Snakemake executor plugin ``hpc-container`` (``snakemake --executor hpc-container``).
 
 Snakemake discovers executor plugins only by this top-level package-name prefix, so this package
-is a thin shim: the implementation lives in ``hpc_exec.snakemake`` (a later issue). Importing it
-must stay cheap, because every Snakemake process imports every installed plugin.
+is a thin shim over ``hpc_exec.snakemake``. Importing it must stay cheap, because every Snakemake
+process imports every installed plugin.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from hpc_exec.snakemake import Executor, common_settings
+
+__all__ = ["Executor", "common_settings"]

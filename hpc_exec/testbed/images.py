@@ -37,7 +37,7 @@ __all__ = ["BUILDER_VERSION", "BuiltImage", "build_python", "build_small", "debi
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1  # bump to rebuild cached images after changing a recipe
+BUILDER_VERSION = 2  # bump to rebuild cached images after changing a recipe
 EPOCH = 1_700_000_000  # fixed mtime of generated members: same input, same digests
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -135,6 +135,9 @@ def _cached(layout: TestbedLayout, name: str, build: object) -> BuiltImage:
             os.rename(tmp / "image", final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        for old in layout.image_cache.glob(f"{name}-v*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
     return BuiltImage(final)
 
 
@@ -210,14 +213,14 @@ def build_small(layout: TestbedLayout) -> BuiltImage:
 
 # -- python: Debian minbase + python3 + deletions ------------------------------------------
 
-def debian_mirror() -> tuple[str, str]:
-    """(mirror URL, codename) for debootstrap, read from this host's apt sources.
+def debian_mirror(etc: Path = Path("/etc")) -> tuple[str, str]:
+    """(mirror URL, codename) for debootstrap, read from this host's apt sources under ``etc``.
 
     ``HPC_EXEC_TESTBED_DEBIAN_MIRROR`` overrides the mirror. The host's sources are what the
     site already trusts and can reach.
     """
     codename = ""
-    for line in Path("/etc/os-release").read_text().splitlines():
+    for line in (etc / "os-release").read_text().splitlines():
         if line.startswith("VERSION_CODENAME="):
             codename = line.split("=", 1)[1].strip('"')
     if not codename:
@@ -225,7 +228,7 @@ def debian_mirror() -> tuple[str, str]:
     override = os.environ.get("HPC_EXEC_TESTBED_DEBIAN_MIRROR")
     if override:
         return override, codename
-    for uri, suites in _apt_sources():
+    for uri, suites in _apt_sources(etc / "apt"):
         if codename in suites:
             return uri, codename
     raise TestbedError(
@@ -233,9 +236,9 @@ def debian_mirror() -> tuple[str, str]:
         hint="set HPC_EXEC_TESTBED_DEBIAN_MIRROR to a Debian mirror URL")
 
 
-def _apt_sources() -> list[tuple[str, list[str]]]:
+def _apt_sources(apt: Path) -> list[tuple[str, list[str]]]:
     found: list[tuple[str, list[str]]] = []
-    d = Path("/etc/apt/sources.list.d")
+    d = apt / "sources.list.d"
     for f in sorted(d.glob("*.sources")) if d.is_dir() else []:
         for stanza in f.read_text().split("\n\n"):
             fields: dict[str, str] = {}
@@ -246,7 +249,7 @@ def _apt_sources() -> list[tuple[str, list[str]]]:
             if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
                 for uri in fields.get("uris", "").split():
                     found.append((uri, fields.get("suites", "").split()))
-    lists = [Path("/etc/apt/sources.list"), *sorted(d.glob("*.list"))] if d.is_dir() else []
+    lists = [apt / "sources.list", *(sorted(d.glob("*.list")) if d.is_dir() else [])]
     for f in lists:
         if not f.exists():
             continue
@@ -266,6 +269,11 @@ def _debootstrap(target: Path, cache: Path, include: str | None) -> None:
     log.warning("building the Debian test image (%s%s): about a minute, once",
                 codename, f" + {include}" if include else "")
     process.run(argv, timeout=1200, desc=f"debootstrap {codename}")
+    # As Debian's official images do: no apt lists or package caches in the image.
+    for sub in ("var/lib/apt/lists", "var/cache/apt"):
+        for entry in (target / sub).glob("*"):
+            if entry.is_file() and entry.name != "lock":
+                entry.unlink()
 
 
 def _signature(path: Path, st: os.stat_result) -> tuple[object, ...]:

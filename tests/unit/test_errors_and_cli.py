@@ -1,0 +1,77 @@
+"""The exit-code table is API: unique codes, documented in docs/exit-codes.md, used by the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hpc_exec import __version__, cli, errors
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "exit-codes.md"
+
+
+def test_exit_codes_are_unique() -> None:
+    values = [c.value for c in errors.ExitCode]
+    assert len(values) == len(set(values))
+
+
+def test_every_exit_code_is_documented() -> None:
+    documented = {int(m.group(1)): m.group(2) for m in
+                  re.finditer(r"^\|\s*(\d+)\s*\|\s*`(\w+)`", DOCS.read_text(), re.M)}
+    assert documented == {c.value: c.name for c in errors.ExitCode}
+
+
+def test_every_public_error_maps_to_a_code() -> None:
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type) and issubclass(obj, errors.HpcExecError):
+            assert isinstance(obj.exit_code, errors.ExitCode), name
+
+
+def test_missing_dependency_names_the_package() -> None:
+    err = errors.MissingDependency("slurmd", "slurmd")
+    assert "slurmd" in str(err) and "apt-get install slurmd" in (err.hint or "")
+
+
+def test_command_failed_keeps_last_stderr_line() -> None:
+    err = errors.CommandFailed("mounting", ["mount", "x"], 32, "noise\nmount: bad superblock\n")
+    assert str(err) == "mounting failed (exit 32): mount: bad superblock"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hpc-exec {__version__}"
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["no-such-command"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'no-such-command'" in capsys.readouterr().err
+
+
+def test_error_is_one_line_with_hint(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(_args: object) -> int:
+        raise errors.InvalidInput("port 99999 is bad", hint="use another")
+
+    monkeypatch.setattr("hpc_exec.testbed.cli.dispatch", boom)
+    parser = cli.build_parser()
+    args = parser.parse_args(["testbed", "status"])
+    args.handler = boom
+    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(parser, args))
+    assert cli.main(["testbed", "status"]) == errors.ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["hpc-exec: error: port 99999 is bad", "hpc-exec: hint: use another"]
+
+
+class _Fixed:
+    def __init__(self, parser: object, args: object) -> None:
+        self.args = args
+
+    def parse_args(self, _argv: object) -> object:
+        return self.args
