@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job of the README on a fresh machine: install, start the local testbed (munge,
+# slurmctld, three slurmd nodes, two registries, test images), then run the example job on
+# three nodes. Leaves the testbed up; stop it with 'hpc-exec testbed down'. Run as root.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${HPC_EXEC_VENV:-/opt/hpc-exec/venv}
+
+"$repo/scripts/install-deps.sh"
+export PATH="$venv/bin:$PATH"
+hpc-exec testbed up
+eval "$(hpc-exec testbed env)"
+exec "$repo/workflows/hello-cluster.sh"
