@@ -48,16 +48,27 @@ def _check_root() -> None:
 
 
 def _assign_ports(state: TestbedState, wanted: dict[str, int | None]) -> None:
-    """Keep ports already assigned; check explicit ones are free; pick free ones for the rest."""
+    """Explicit ports must be free; remembered ports are kept while free; the rest are picked.
+
+    A remembered port that something else took meanwhile (after a reboot, say) is re-picked.
+    """
+    from hpc_exec.errors import InvalidInput
     from hpc_exec.testbed import daemons
 
     taken = set(state.ports.values())
     for name, port in wanted.items():
         running = state.proc(name)
         if name in state.ports and (port is None or port == state.ports[name]):
-            if running is None or not running.alive():
+            if running is not None and running.alive():
+                continue
+            try:
                 daemons.check_port_free(state.ports[name], name)
-            continue
+                continue
+            except InvalidInput:
+                if port is not None:
+                    raise
+                log.warning("%s port %d is taken now; picking another", name, state.ports[name])
+                port = None
         if port is not None:
             daemons.check_port_free(port, name)
             state.ports[name] = port

@@ -148,3 +148,15 @@ def test_unwritable_state_dir_is_a_one_line_error(shared_tmp: Path) -> None:
     assert lines[0].startswith(f"hpc-exec: error: testbed state directory {blocker}/tb is not "
                                "writable")
     assert "Traceback" not in out.stderr
+
+
+def test_remembered_port_taken_meanwhile_is_repicked(scratch: Path) -> None:
+    tb.up(scratch, nodes=1, images=False)
+    tb.down(scratch)
+    old = tb.status(scratch).state.ports["registry-plain"]  # type: ignore[union-attr]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", old))
+        s.listen()
+        tb.up(scratch, nodes=1, images=False)
+    assert tb.status(scratch).healthy
+    assert tb.status(scratch).state.ports["registry-plain"] != old  # type: ignore[union-attr]
