@@ -37,7 +37,7 @@ __all__ = ["BUILDER_VERSION", "BuiltImage", "build_python", "build_small", "debi
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 2  # bump to rebuild cached images after changing a recipe
+BUILDER_VERSION = 3  # bump to rebuild cached images after changing a recipe
 EPOCH = 1_700_000_000  # fixed mtime of generated members: same input, same digests
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -270,7 +270,7 @@ def _debootstrap(target: Path, cache: Path, include: str | None) -> None:
                 codename, f" + {include}" if include else "")
     process.run(argv, timeout=1200, desc=f"debootstrap {codename}")
     # As Debian's official images do: no apt lists or package caches in the image.
-    for sub in ("var/lib/apt/lists", "var/cache/apt"):
+    for sub in ("var/lib/apt/lists", "var/cache/apt", "var/cache/apt/archives"):
         for entry in (target / sub).glob("*"):
             if entry.is_file() and entry.name != "lock":
                 entry.unlink()
