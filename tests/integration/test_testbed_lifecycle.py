@@ -160,3 +160,21 @@ def test_remembered_port_taken_meanwhile_is_repicked(scratch: Path) -> None:
         tb.up(scratch, nodes=1, images=False)
     assert tb.status(scratch).healthy
     assert tb.status(scratch).state.ports["registry-plain"] != old  # type: ignore[union-attr]
+
+
+def test_missing_binary_names_its_debian_package(scratch: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from hpc_exec.errors import MissingDependency
+
+    real_which = shutil.which
+
+    def which(cmd: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        return None if cmd == "munged" else real_which(cmd, mode, path)
+
+    monkeypatch.setattr(shutil, "which", which)
+    with pytest.raises(MissingDependency, match=r"required program 'munged' not found "
+                                                r"\(Debian package 'munge'\)"):
+        tb.up(scratch, nodes=1, images=False)
+    assert not any(p.alive() for p in tb.status(scratch).state.procs)  # type: ignore[union-attr]
