@@ -13,6 +13,7 @@ Contract (shared/STYLE.md habit 5):
 
 :func:`spawn` starts long-running daemons (the testbed's) in their own session and returns the
 ``Popen``; :func:`run` with ``capture=False`` lets the child inherit our stdio (``runc run``).
+:func:`feed` streams data into a program's stdin (a tar into ``tar2sqfs``) under the same rules.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import shlex
 import shutil
 import signal
 import subprocess  # noqa: TID251 - this module is the one wrapper
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "require", "run", "spawn", "terminate"]
+__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "require", "run", "spawn",
+           "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "umoci": "umoci",
     "tini": "tini",
     "newuidmap": "uidmap",
+    "zstd": "zstd",
 }
 
 _TAIL = 4000  # characters of stderr kept for error messages
@@ -173,6 +178,55 @@ def run(
     if check and proc.returncode != 0:
         raise CommandFailed(desc, safe, proc.returncode, stderr_s[-_TAIL:])
     return Completed(safe, proc.returncode, stdout_s, stderr_s)
+
+
+@contextmanager
+def feed(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    desc: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> Iterator[IO[bytes]]:
+    """Start ``argv`` and yield its stdin; on exit close it and wait up to ``timeout`` s.
+
+    stdout and stderr go to an anonymous temp file (no pipe to fill up) whose tail is shown in
+    :class:`CommandFailed` on a non-zero exit. If the ``with`` body raises, or the wait times
+    out, the program's process group is killed. A program that exits early makes writes raise
+    BrokenPipeError; its exit status is then reported instead.
+    """
+    argv = [str(a) for a in argv]
+    exe = require(argv[0])
+    log.debug("running (%s): %s", desc, _shown(argv))
+    with tempfile.TemporaryFile() as errf:
+        proc = subprocess.Popen(
+            [exe, *argv[1:]], stdin=subprocess.PIPE, stdout=errf, stderr=errf,
+            env=dict(env) if env is not None else None, cwd=cwd, process_group=0)
+        assert proc.stdin is not None
+        broken = False
+        try:
+            try:
+                yield proc.stdin
+            except BrokenPipeError:
+                broken = True
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                broken = True
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise CommandTimeout(desc, argv, timeout) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        if proc.returncode != 0 or broken:
+            errf.seek(0, os.SEEK_END)
+            errf.seek(max(0, errf.tell() - _TAIL))
+            tail = errf.read().decode(errors="replace")
+            raise CommandFailed(desc, argv, proc.returncode if proc.returncode else -13, tail)
 
 
 def spawn(

@@ -7,22 +7,33 @@ manifests, blobs, uploads) and its auth is two challenge schemes (Basic, Bearer 
 
 Credentials are held in :class:`Credentials` whose ``repr`` hides the password; no header, URL or
 log line written here contains a secret.
+
+Pull side: :meth:`RegistryClient.get_manifest` verifies a manifest's digest,
+:meth:`RegistryClient.download_blob` streams a blob into a file while hashing it and removes the
+file on a size or digest mismatch (:class:`~hpc_exec.errors.ImageContentError`). Requests are
+retried with exponential backoff (plus jitter) on connection errors, resets, timeouts, 429 and
+5xx; a blob download that breaks mid-stream starts again. Each client is single-threaded;
+:meth:`RegistryClient.clone` makes one per download thread, sharing the auth token.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import logging
+import random
 import re
 import ssl
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
-from hpc_exec.errors import AuthenticationFailed, ImageNotFound, RegistryError
+from hpc_exec.errors import AuthenticationFailed, ImageContentError, ImageNotFound, RegistryError
 
 __all__ = ["Credentials", "RegistryClient", "Response", "parse_challenge"]
 
@@ -35,6 +46,18 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 CHUNK = 1 << 20
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRIES = 4  # attempts after the first; delays 0.5, 1, 2, 4 s (+ jitter), or Retry-After
+
+
+class _Transient(RegistryError):
+    """A failure worth retrying (connection reset, timeout, 5xx)."""
+
+
+def _backoff(attempt: int, retry_after: str | None = None) -> float:
+    if retry_after and retry_after.isdigit():
+        return min(float(retry_after), 10.0)
+    return 0.5 * (2 ** attempt) * (1 + random.random() / 4)
 
 
 @dataclass(frozen=True)
@@ -76,12 +99,18 @@ class RegistryClient:
         insecure: bool = False,
         ca_file: str | None = None,
         timeout: float = 60.0,
+        ca_files: Sequence[str | Path] = (),
+        retries: int = RETRIES,
     ) -> None:
         self.server = server
         self.credentials = credentials
         self.insecure = insecure
         self.timeout = timeout
+        self.retries = retries
         self._ctx = None if insecure else ssl.create_default_context(cafile=ca_file)
+        for extra in ca_files:
+            assert self._ctx is not None
+            self._ctx.load_verify_locations(cafile=str(extra))
         self._auth: str | None = None  # Authorization header value that worked last
         self._conn: http.client.HTTPConnection | None = None
 
@@ -96,6 +125,14 @@ class RegistryClient:
                 self._conn = http.client.HTTPSConnection(
                     host, int(port) if port else 443, timeout=self.timeout, context=self._ctx)
         return self._conn
+
+    def clone(self) -> RegistryClient:
+        """A new client for another thread, with the same settings and current auth token."""
+        other = RegistryClient(self.server, credentials=self.credentials, insecure=self.insecure,
+                               timeout=self.timeout, retries=self.retries)
+        other._ctx = self._ctx
+        other._auth = self._auth
+        return other
 
     def close(self) -> None:
         if self._conn is not None:
@@ -118,7 +155,8 @@ class RegistryClient:
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             scheme = "http" if self.insecure else "https"
-            raise RegistryError(
+            cls = RegistryError if isinstance(exc, ssl.SSLCertVerificationError) else _Transient
+            raise cls(
                 f"cannot reach registry {scheme}://{self.server}: {exc}",
                 hint=None if self.insecure else
                 "if it serves plain http, list it under insecureRegistries in the site config",
@@ -144,11 +182,31 @@ class RegistryClient:
             parsed = urllib.parse.urlsplit(path)
             target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         hdrs = dict(headers or {})
-        for attempt in range(2):
+        challenged = False
+        attempt = 0
+        while True:
             if self._auth:
                 hdrs["Authorization"] = self._auth
-            resp = self._send(method, target, hdrs, body)
-            if resp.status == 401 and attempt == 0:
+            try:
+                resp = self._send(method, target, hdrs, body)
+            except _Transient as exc:
+                if attempt >= self.retries:
+                    raise RegistryError(exc.message, hint=exc.hint) from exc
+                delay = _backoff(attempt)
+                log.info("%s; retrying in %.1f s", exc.message, delay)
+                attempt += 1
+                time.sleep(delay)
+                continue
+            if resp.status in TRANSIENT_STATUS and attempt < self.retries:
+                delay = _backoff(attempt, resp.getheader("Retry-After"))
+                resp.read()
+                log.info("registry %s answered %d to %s %s; retrying in %.1f s", self.server,
+                         resp.status, method, target.split("?")[0], delay)
+                attempt += 1
+                time.sleep(delay)
+                continue
+            if resp.status == 401 and not challenged:
+                challenged = True
                 challenge = resp.getheader("WWW-Authenticate", "")
                 resp.read()
                 self._authenticate(challenge, scope)
@@ -240,7 +298,11 @@ class RegistryClient:
                                 f"{status} {body!r}")
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
-        """(body, media type, digest header) of a manifest or index."""
+        """(body, media type, digest) of a manifest or index.
+
+        The digest is computed from the body; when ``reference`` is a digest, or the registry
+        sends ``Docker-Content-Digest``, a mismatch is an ImageContentError.
+        """
         status, resp = self.request(
             "GET", f"/v2/{repo}/manifests/{reference}",
             headers={"Accept": ", ".join(MANIFEST_TYPES)}, scope=f"repository:{repo}:pull")
@@ -251,8 +313,71 @@ class RegistryClient:
             raise RegistryError(f"registry {self.server} answered {status} for manifest "
                                 f"{repo}:{reference}")
         headers = {k.lower(): v for k, v in resp.headers.items()}
-        return (resp.body, headers.get("content-type", ""),
-                headers.get("docker-content-digest", ""))
+        digest = "sha256:" + hashlib.sha256(resp.body).hexdigest()
+        claimed = reference if reference.startswith("sha256:") else \
+            headers.get("docker-content-digest", "")
+        if claimed and claimed.startswith("sha256:") and claimed != digest:
+            raise ImageContentError(f"manifest {repo}:{reference} from {self.server} has digest "
+                                    f"{digest}, expected {claimed}")
+        return resp.body, headers.get("content-type", ""), digest
+
+    def download_blob(
+        self,
+        repo: str,
+        digest: str,
+        dest: Path,
+        *,
+        size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream blob ``digest`` into ``dest``, verifying size and sha256 as it arrives.
+
+        A transfer that breaks is restarted (with backoff) up to ``retries`` times. On a
+        mismatch or any failure ``dest`` is removed and the error raised.
+        """
+        attempt = 0
+        while True:
+            try:
+                self._download_once(repo, digest, dest, size, progress)
+                return
+            except _Transient as exc:
+                dest.unlink(missing_ok=True)
+                if attempt >= self.retries:
+                    raise RegistryError(exc.message) from exc
+                delay = _backoff(attempt)
+                log.info("%s; retrying blob %s in %.1f s", exc.message, digest[:19], delay)
+                attempt += 1
+                time.sleep(delay)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+
+    def _download_once(self, repo: str, digest: str, dest: Path, size: int | None,
+                       progress: Callable[[int], None] | None) -> None:
+        h = hashlib.sha256()
+        got = 0
+        with open(dest, "wb") as out:
+            try:
+                for chunk in self.iter_blob(repo, digest):
+                    h.update(chunk)
+                    out.write(chunk)
+                    got += len(chunk)
+                    if size is not None and got > size:
+                        self.close()  # abandon the rest of the response
+                        break
+                    if progress is not None:
+                        progress(len(chunk))
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise _Transient(f"download of {digest[:19]} from {self.server} broke: "
+                                 f"{exc}") from exc
+        actual = "sha256:" + h.hexdigest()
+        if size is not None and got != size:
+            raise ImageContentError(f"blob {digest} from {self.server}/{repo} has {got}+ bytes, "
+                                    f"expected {size}: rejected")
+        if actual != digest:
+            raise ImageContentError(f"blob {digest} from {self.server}/{repo} has digest "
+                                    f"{actual}: corrupted, rejected")
 
     def iter_blob(self, repo: str, digest: str) -> Iterator[bytes]:
         """Stream a blob's bytes (the caller verifies the digest)."""
@@ -270,8 +395,11 @@ class RegistryClient:
         if status != 200:
             resp.read()
             raise RegistryError(f"registry {self.server} answered {status} for blob {digest}")
-        while chunk := resp.read(CHUNK):
-            yield chunk
+        try:
+            while chunk := resp.read(CHUNK):
+                yield chunk
+        finally:
+            resp.close()
 
 
 def _follow(url: str, timeout: float, ctx: ssl.SSLContext | None) -> Iterator[bytes]:
