@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from hpc_exec.errors import InvalidInput, TestbedError
 from hpc_exec.testbed.state import TestbedLayout, TestbedState, default_state_dir

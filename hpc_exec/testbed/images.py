@@ -386,7 +386,7 @@ def push_image(image: BuiltImage, client: object, repo: str, tag: str) -> None:
 
     assert isinstance(client, RegistryClient)
     meta = image.meta
-    manifests = [*meta.get("children", []), meta["manifest"]]  # type: ignore[list-item]
+    manifests = [*meta.get("children", []), meta["manifest"]]
     blob_dir = image.root / "blobs"
     manifest_hexes = {d.split(":", 1)[1] for d in manifests}
     for f in sorted(blob_dir.iterdir()):

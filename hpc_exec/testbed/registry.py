@@ -10,6 +10,7 @@ Debian's default config demands htpasswd at a path under /etc, so we always writ
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -132,7 +133,8 @@ def start_registries(state: TestbedState, layout: TestbedLayout) -> None:
         rec = daemons.start(state, layout, name,
                             ["docker-registry", "serve", str(layout.registry_config(variant))])
         tls = variant == "private"
-        daemons.wait_until(lambda: _ready(port, tls, layout.ca_cert), timeout=START_TIMEOUT,
+        daemons.wait_until(functools.partial(_ready, port, tls, layout.ca_cert),
+                           timeout=START_TIMEOUT,
                            what=f"{variant} registry on 127.0.0.1:{port}",
                            log_path=layout.log_file(name), alive=rec.alive)
 

@@ -148,8 +148,8 @@ class TestbedLayout:
             for d in dirs:
                 d.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o755)
-            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-", delete=True)
-            probe.close()
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
         except OSError as exc:
             raise InvalidInput(
                 f"testbed state directory {self.root} is not writable: "

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hpc_exec.engine.image.registry import Credentials, RegistryClient
 
 from hpc_exec import process
-from hpc_exec.engine.image.registry import Credentials, RegistryClient
 from hpc_exec.errors import AuthenticationFailed
 
 pytestmark = pytest.mark.requires("root", "slurm", "registry")
@@ -52,12 +52,12 @@ def test_sbatch_job_runs_and_status_comes_from_squeue(testbed, tmp_path: Path) -
 
 def _pull_all(client: RegistryClient, repo: str, tag: str) -> list[str]:
     """Fetch the manifest (and the amd64 child of an index) and verify every blob's digest."""
-    body, media, _ = client.get_manifest(repo, tag)
+    body, _, _ = client.get_manifest(repo, tag)
     manifest = json.loads(body)
     if "manifests" in manifest:
         child = next(m for m in manifest["manifests"]
                      if m["platform"]["architecture"] == "amd64")
-        body, media, _ = client.get_manifest(repo, child["digest"])
+        body, _, _ = client.get_manifest(repo, child["digest"])
         assert "sha256:" + hashlib.sha256(body).hexdigest() == child["digest"]
         manifest = json.loads(body)
     digests = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
@@ -81,13 +81,13 @@ def test_private_registry_requires_auth(testbed) -> None:  # type: ignore[no-unt
     ca = testbed.env["HPC_EXEC_TESTBED_CA"]
     user, password = Path(testbed.env["HPC_EXEC_TESTBED_CREDENTIALS"]).read_text().strip() \
         .split(":", 1)
-    with RegistryClient(testbed.private_registry, ca_file=ca) as anonymous:
-        with pytest.raises(AuthenticationFailed, match="requires a login"):
-            anonymous.get_manifest("testbed/busybox", "latest")
+    with (RegistryClient(testbed.private_registry, ca_file=ca) as anonymous,
+          pytest.raises(AuthenticationFailed, match="requires a login")):
+        anonymous.get_manifest("testbed/busybox", "latest")
     wrong = Credentials(user, password + "x")
-    with RegistryClient(testbed.private_registry, ca_file=ca, credentials=wrong) as client:
-        with pytest.raises(AuthenticationFailed, match="refused the credentials") as exc:
-            client.get_manifest("testbed/busybox", "latest")
+    with (RegistryClient(testbed.private_registry, ca_file=ca, credentials=wrong) as client,
+          pytest.raises(AuthenticationFailed, match="refused the credentials") as exc):
+        client.get_manifest("testbed/busybox", "latest")
         assert password not in str(exc.value) and password not in repr(wrong)
     right = Credentials(user, password)
     with RegistryClient(testbed.private_registry, ca_file=ca, credentials=right) as client:

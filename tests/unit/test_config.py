@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_exec.config import parse_settings, load_settings
+from hpc_exec.config import load_settings, parse_settings
 from hpc_exec.errors import ConfigError
 
 

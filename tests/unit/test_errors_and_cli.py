@@ -19,7 +19,7 @@ def test_exit_codes_are_unique() -> None:
 
 def test_every_exit_code_is_documented() -> None:
     documented = {int(m.group(1)): m.group(2) for m in
-                  re.finditer(r"^\|\s*(\d+)\s*\|\s*`(\w+)`", DOCS.read_text(), re.M)}
+                  re.finditer(r"^\|\s*(\d+)\s*\|\s*`(\w+)`", DOCS.read_text(), re.MULTILINE)}
     assert documented == {c.value: c.name for c in errors.ExitCode}
 
 
