@@ -1,6 +1,36 @@
 """hpc_exec.hooks: OCI hook programs, standard library only, one module per hook.
-Installed from the source folder hooks/ as ``hpc_exec.hooks``."""
+
+Installed from the source folder hooks/ as ``hpc_exec.hooks``. Each hook module has
+``main() -> int`` and is installed as the console script ``hpc-hook-<name>``. The cheapest way to
+run one (no ``site`` processing, no console-script wrapper) is :func:`command`:
+``python3 -I -S <site-packages>/hpc_exec/hooks/<module>.py``; docs/hooks.md has the contract of
+each hook. This package must stay cheap to import: hooks import it on every container start.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import os
+import sys
+
+__all__ = ["HOOKS", "command", "module_path"]
+
+# hook name (hpc-hook-<name>, hooks.d file names) -> module in this package
+HOOKS: dict[str, str] = {
+    "slurm-global-sync": "slurm_global_sync",
+    "timestamp": "timestamp",
+}
+
+
+def module_path(name: str) -> str:
+    """Absolute path of the installed module file of hook ``name`` (KeyError if unknown)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), HOOKS[name] + ".py")
+
+
+def command(name: str, python: str | None = None) -> list[str]:
+    """argv that runs hook ``name`` fastest: ``python -I -S <module file>``.
+
+    ``-I -S`` skips ``site`` (every ``.pth`` file of the environment) and the console-script
+    wrapper, which on a busy node costs more than the hook itself; the module finds its own
+    package from its path. This is what hooks.d entries should use as ``path``/``args``.
+    """
+    return [python or sys.executable, "-I", "-S", module_path(name)]
