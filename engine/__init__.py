@@ -3,4 +3,7 @@ in runtime/). Installed from the source folder engine/ as ``hpc_exec.engine``.""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+# Image side (engine/api.py): pull once into a squashfs repository, list, look up, remove.
+from hpc_exec.engine.api import ImageEntry, images, load, lookup, pull, remove
+
+__all__: list[str] = ["ImageEntry", "images", "load", "lookup", "pull", "remove"]

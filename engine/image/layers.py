@@ -275,5 +275,5 @@ def flatten(layers: Sequence[LayerSource], out: IO[bytes]) -> FlattenResult:
             merger.layer(number, layers[number])
     sink.flush()
     for note in result.notes:
-        log.info("%s", note)
+        log.debug("%s", note)
     return result

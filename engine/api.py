@@ -1,0 +1,135 @@
+"""The image side's Python API, re-exported by :mod:`hpc_exec.engine`.
+
+Contract:
+
+* :func:`pull`, :func:`load`, :func:`images`, :func:`lookup` and :func:`remove` work on one
+  repository: the per-user local one (``$HPC_EXEC_HOME``, else the site's
+  ``localRepositoryBaseDir/<user>/.hpc-exec``, else ``~/.hpc-exec``) or, with
+  ``centralized=True``, the site's ``centralizedRepositoryDir``, which only its owners can write.
+* :func:`lookup` with ``centralized=None`` looks in the local repository, then the centralized
+  one; it raises :class:`~hpc_exec.errors.ImageNotFound` naming where it looked.
+* They all return or list :class:`~hpc_exec.engine.store.index.ImageEntry` (``key``, ``digest``,
+  ``image_id``, ``squashfs``, ``metadata``, ``created``, ``size``, ``server``, ``repository``,
+  ``tag``). The run side mounts ``entry.squashfs`` and reads ``entry.config()``.
+
+Importing this module is cheap: the registry client and the converter load on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpc_exec.engine.store.index import ImageEntry
+
+from hpc_exec.config import Settings, load_settings
+from hpc_exec.errors import ImageNotFound, InvalidInput, RepositoryError
+
+if TYPE_CHECKING:
+    from hpc_exec.engine.image.pull import Reporter, Repository
+    from hpc_exec.engine.image.registry import Credentials
+
+__all__ = ["ImageEntry", "images", "load", "lookup", "pull", "remove", "repository"]
+
+
+def repository(centralized: bool = False, *, settings: Settings | None = None,
+               writable: bool = False) -> Repository:
+    """The local (default) or centralized repository of this user and site."""
+    from hpc_exec.engine.image.pull import Repository
+    from hpc_exec.engine.store.index import Index
+    from hpc_exec.engine.store.layout import Layout
+
+    settings = settings or load_settings()
+    if centralized:
+        if settings.centralized_repository_dir is None:
+            raise InvalidInput("no centralized repository: the site config sets no "
+                               "centralizedRepositoryDir")
+        layout = Layout(settings.centralized_repository_dir)
+        if writable and not layout.writable():
+            raise RepositoryError(f"the centralized repository {layout.root} is read-only for "
+                                  "you", hint="ask the site administrators to pull the image")
+        kind = "centralized"
+    else:
+        layout = Layout(settings.local_repository())
+        kind = "local"
+    layout.check_version()
+    return Repository(layout, Index(layout, settings.repository_metadata_lock_timings),
+                      settings, kind)
+
+
+def pull(ref: str, *, credentials: Credentials | None = None, centralized: bool = False,
+         temp_dir: Path | None = None, platform: str = "linux/amd64",
+         reporter: Reporter | None = None, settings: Settings | None = None) -> ImageEntry:
+    """Pull ``ref`` once into the repository (engine/image/pull.py) and return its entry."""
+    from hpc_exec.engine.image import pull as _pull
+
+    repo = repository(centralized, settings=settings, writable=True)
+    return _pull.pull(ref, repo, credentials=credentials, platform=platform,
+                      temp_dir=temp_dir, reporter=reporter)
+
+
+def load(archive: Path, ref: str, *, centralized: bool = False,
+         reporter: Reporter | None = None, settings: Settings | None = None) -> ImageEntry:
+    """Load a docker-save or OCI archive as ``ref`` (engine/image/load.py)."""
+    from hpc_exec.engine.image import load as _load
+
+    repo = repository(centralized, settings=settings, writable=True)
+    return _load.load(Path(archive), ref, repo, reporter)
+
+
+def images(*, centralized: bool = False, settings: Settings | None = None) -> list[ImageEntry]:
+    """The entries of one repository, sorted by key."""
+    repo = repository(centralized, settings=settings)
+    return [e for _, e in sorted(repo.index.read().items())]
+
+
+def _find(repo: Repository, ref: str) -> ImageEntry | None:
+    from hpc_exec.engine.image.load import load_reference
+    from hpc_exec.engine.image.reference import parse
+
+    entries = repo.index.read()
+    for reference in (parse(ref), load_reference(ref)):
+        if reference.key in entries:
+            return entries[reference.key]
+        if reference.digest:  # name@digest also matches an entry pulled by tag
+            for entry in entries.values():
+                if entry.server == reference.server and \
+                        entry.repository == reference.repository and \
+                        reference.digest in (entry.digest, entry.image_id):
+                    return entry
+    return None
+
+
+def lookup(ref: str, *, centralized: bool | None = None,
+           settings: Settings | None = None) -> ImageEntry:
+    """The entry for ``ref``; ImageNotFound if it was never pulled (or loaded)."""
+    settings = settings or load_settings()
+    where: list[str] = []
+    choices = [centralized] if centralized is not None else \
+        [False] + ([True] if settings.centralized_repository_dir is not None else [])
+    for central in choices:
+        repo = repository(central, settings=settings)
+        where.append(f"{repo.kind} repository {repo.layout.root}")
+        entry = _find(repo, ref)
+        if entry is not None:
+            return entry
+    from hpc_exec.engine.image.reference import parse
+
+    raise ImageNotFound(f"image {parse(ref).key} is not in the {' or '.join(where)}",
+                        hint=f"pull it first: hpc-exec pull {ref}")
+
+
+def remove(ref: str, *, centralized: bool = False,
+           settings: Settings | None = None) -> ImageEntry:
+    """Remove ``ref`` from the repository (its files too, unless another tag uses them)."""
+    repo = repository(centralized, settings=settings, writable=True)
+    entry = _find(repo, ref)
+    if entry is None:
+        from hpc_exec.engine.image.reference import parse
+
+        raise ImageNotFound(f"image {parse(ref).key} is not in the {repo.kind} repository "
+                            f"{repo.layout.root}")
+    removed = repo.index.remove(entry.key)
+    if removed is None:
+        raise ImageNotFound(f"image {entry.key} was removed meanwhile")
+    return removed

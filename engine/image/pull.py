@@ -1,0 +1,309 @@
+"""Pull an image into a repository, once, however many processes ask at the same time.
+
+Contract (:func:`pull`), read top to bottom:
+
+1. parse the reference; 2. resolve it with ONE manifest request; 3. if the index already maps
+the key to that digest, report "up to date" and return (no other request, no lock); 4. take the
+per-digest pull lock (``locks/<digest>.lock``; waiters say whom and what they wait for, bounded
+by :data:`PULL_LOCK_TIMEOUT`); 5. if another process indexed that digest meanwhile, reuse it;
+6. select the linux/amd64 manifest, fetch the config; 7. unless the squashfs of that config
+already exists, download the layers in parallel (verified while streaming) while flattening them
+top-down into tar2sqfs, then publish squashfs and metadata by atomic rename; 8. ``index.add``.
+
+Every blob download and conversion appends a line to the repository's ``pulls.log``. A killed
+puller leaves only ``tmp/<digest>.*`` and ``<temp dir>/hpc-exec-pull-<digest>.*``, which the
+next holder of the same pull lock deletes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+
+from hpc_exec.engine.image import manifest as mf
+from hpc_exec.engine.image.layers import LayerSource, flatten
+from hpc_exec.engine.image.reference import ImageReference, api_host, parse
+from hpc_exec.engine.image.registry import Credentials, RegistryClient
+from hpc_exec.engine.image.squash import squash
+from hpc_exec.engine.store.index import ImageEntry, Index
+from hpc_exec.engine.store.layout import Layout
+from hpc_exec.engine.store.lock import FileLock
+
+from hpc_exec.config import Settings, SquashfsOptions
+from hpc_exec.errors import RegistryError
+
+__all__ = ["PULL_LOCK_TIMEOUT", "PullLock", "Reporter", "Repository", "connect",
+           "convert_and_publish", "entry_for", "now", "pull"]
+
+log = logging.getLogger(__name__)
+
+PULL_LOCK_TIMEOUT = 3600.0  # seconds a puller waits for another one pulling the same digest
+PARALLEL_DOWNLOADS = 4
+
+
+class Reporter:
+    """Where pull progress goes. The default logs at INFO; the CLI prints (images_cli.py)."""
+
+    def header(self, fields: Sequence[tuple[str, str]]) -> None:
+        for name, value in fields:
+            log.info("%s: %s", name, value)
+
+    def say(self, message: str) -> None:
+        log.info("%s", message)
+
+    def layer_start(self, digest: str, size: int) -> None:
+        pass
+
+    def layer_progress(self, digest: str, nbytes: int) -> None:
+        pass
+
+    def layer_done(self, digest: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A repository root with its index (see engine/api.py for how one is chosen)."""
+
+    layout: Layout
+    index: Index
+    settings: Settings
+    kind: str = "local"  # or "centralized"
+
+
+def connect(server: str, credentials: Credentials | None, settings: Settings) -> RegistryClient:
+    """A client for ``server``: plain http only if the site config lists it as insecure."""
+    from hpc_exec.engine.image import auth
+
+    insecure = server in settings.insecure_registries
+    creds = credentials if credentials is not None else auth.from_auth_files(server)
+    return RegistryClient(api_host(server), credentials=creds, insecure=insecure,
+                          ca_files=[] if insecure else auth.ca_files(server))
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _owner(digest: str) -> str:
+    return digest.partition(":")[2][:32]
+
+
+def pull(
+    ref: str | ImageReference,
+    repo: Repository,
+    *,
+    credentials: Credentials | None = None,
+    platform: str = "linux/amd64",
+    temp_dir: Path | None = None,
+    reporter: Reporter | None = None,
+) -> ImageEntry:
+    """Make ``ref`` present and current in ``repo``; return its entry (module contract)."""
+    report = reporter or Reporter()
+    reference = parse(ref) if isinstance(ref, str) else ref
+    temp_root = Path(temp_dir or repo.settings.temp_dir)
+    with connect(reference.server, credentials, repo.settings) as client:
+        body, ctype, digest = client.get_manifest(reference.repository,
+                                                  reference.manifest_reference)
+        report.header([("image", reference.key), ("cache directory", str(repo.layout.root)),
+                       ("temp directory", str(temp_root)),
+                       ("images directory", str(repo.layout.images_dir)),
+                       ("image digest", digest)])
+        current = repo.index.get(reference.key)
+        if current is not None and current.digest == digest:
+            report.say(f"image is up to date: {reference.key}")
+            return current
+        repo.layout.ensure()
+        with PullLock(repo, digest, reference, report, temp_root):
+            done = repo.index.find(lambda e: e.digest == digest)
+            if done is not None:
+                report.say(f"reusing {done.short_id}, pulled by another process")
+                entry = replace(done, key=reference.key, server=reference.server,
+                                repository=reference.repository, tag=reference.tag,
+                                created=now())
+                repo.index.add(entry)
+                return entry
+            image = _resolve_platform(client, reference, body, ctype, digest, platform)
+            config = _fetch_config(client, reference, image, repo.layout, digest)
+            if not (repo.layout.squashfs(config.digest).exists()
+                    and repo.layout.image_metadata(config.digest).exists()):
+                _download_and_convert(client, reference, image, config, repo, temp_root,
+                                      report, digest)
+            else:
+                report.say(f"image {config.digest[:19]} is already in the cache")
+            entry = entry_for(reference, digest, config.digest, repo.layout)
+            repo.index.add(entry)
+            report.say(f"pulled {reference.key} ({entry.short_id})")
+            return entry
+
+
+class PullLock:
+    """The per-digest pull lock, with the waiting message and the stale-temp cleanup."""
+
+    def __init__(self, repo: Repository, digest: str, reference: ImageReference,
+                 report: Reporter, temp_root: Path) -> None:
+        self.repo, self.digest, self.reference, self.report = repo, digest, reference, report
+        self.temp_root = temp_root
+        self.lock = FileLock(repo.layout.pull_lock(digest), timeout=PULL_LOCK_TIMEOUT,
+                             warning=repo.settings.repository_metadata_lock_timings.warning_ms
+                             / 1000, what=f"the pull of {digest[:19]}", on_wait=report.say)
+
+    def __enter__(self) -> FileLock:
+        if not self.lock.try_acquire():
+            holder = self.lock.holder()
+            self.report.say(f"waiting for another process pulling {self.digest[:19]} "
+                            f"({holder or 'starting'}); will reuse its result")
+            self.lock.acquire()
+        self.lock.note(f"{socket.gethostname()} pid {os.getpid()} pulling {self.reference.key}")
+        owner = _owner(self.digest)
+        for path in self.repo.layout.remove_stale_temps(owner):
+            log.info("removed %s left by an interrupted pull", path)
+        for path in self.temp_root.glob(f"hpc-exec-pull-{owner}.*"):
+            shutil.rmtree(path, ignore_errors=True)
+        return self.lock
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def _resolve_platform(client: RegistryClient, reference: ImageReference, body: bytes,
+                      ctype: str, digest: str, platform: str) -> mf.Manifest:
+    top = mf.parse(body, ctype, digest)
+    if isinstance(top, mf.Manifest):
+        return top
+    desc = mf.select_platform(top, platform)
+    body2, ctype2, digest2 = client.get_manifest(reference.repository, desc.digest)
+    image = mf.parse(body2, ctype2 or desc.media_type, digest2)
+    if not isinstance(image, mf.Manifest):
+        raise RegistryError(f"index {digest} points to another index {desc.digest}")
+    return image
+
+
+def _fetch_config(client: RegistryClient, reference: ImageReference, image: mf.Manifest,
+                  layout: Layout, owner_digest: str) -> mf.ImageConfig:
+    tmp = layout.temp(_owner(owner_digest), ".config")
+    try:
+        client.download_blob(reference.repository, image.config.digest, tmp,
+                             size=image.config.size)
+        layout.log_event("download", f"{image.config.digest} {image.config.size}")
+        return mf.parse_config(tmp.read_bytes(), image.config.digest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _download_and_convert(client: RegistryClient, reference: ImageReference,
+                          image: mf.Manifest, config: mf.ImageConfig, repo: Repository,
+                          temp_root: Path, report: Reporter, digest: str) -> None:
+    """Download layers in parallel and flatten them top-down as each one completes."""
+    temp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"hpc-exec-pull-{_owner(digest)}.", dir=temp_root))
+    abort = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS, thread_name_prefix="hpc-pull")
+    try:
+        compressions = [mf.compression_of(d) for d in image.layers]
+        futures: list[Future[Path]] = []
+        report.say(f"pulling {len(image.layers)} layer(s), "
+                   f"{sum(d.size for d in image.layers) / 1e6:.1f} MB")
+        # Top layer first: it is the first one the flattener needs.
+        order = list(range(len(image.layers) - 1, -1, -1))
+        by_index: dict[int, Future[Path]] = {}
+        for i in order:
+            by_index[i] = pool.submit(_download_layer, client, reference, image.layers[i],
+                                      work, repo.layout, report, abort)
+        futures = [by_index[i] for i in range(len(image.layers))]
+        sources = [LayerSource(d.digest, _opener(futures[i], compressions[i], work),
+                               "gzip" if compressions[i] == "gzip" else "")
+                   for i, d in enumerate(image.layers)]
+        _convert(sources, config, repo.layout, report, digest, repo.settings.squashfs)
+    except BaseException:
+        abort.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _download_layer(client: RegistryClient, reference: ImageReference, desc: mf.Descriptor,
+                    work: Path, layout: Layout, report: Reporter,
+                    abort: threading.Event) -> Path:
+    dest = work / desc.hex
+    report.layer_start(desc.digest, desc.size)
+
+    def progress(n: int) -> None:
+        if abort.is_set():
+            raise _Aborted()
+        report.layer_progress(desc.digest, n)
+
+    with client.clone() as mine:
+        mine.download_blob(reference.repository, desc.digest, dest, size=desc.size,
+                           progress=progress)
+    layout.log_event("download", f"{desc.digest} {desc.size}")
+    report.layer_done(desc.digest)
+    return dest
+
+
+def _opener(future: Future[Path], compression: str, work: Path) -> Callable[[], IO[bytes]]:
+    def open_layer() -> IO[bytes]:
+        path = future.result()
+        if compression == "zstd":
+            from hpc_exec import process
+
+            plain = path.with_suffix(".tar")
+            process.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(path)], timeout=1800,
+                        desc="decompressing a zstd layer")
+            path.unlink()
+            path = plain
+        return open(path, "rb")
+    return open_layer
+
+
+def convert_and_publish(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Layout,
+                        report: Reporter, owner_digest: str, options: SquashfsOptions) -> None:
+    """Flatten ``sources`` into a squashfs + metadata and publish both (caller holds the lock
+    of ``owner_digest``)."""
+    _convert(sources, config, layout, report, owner_digest, options)
+
+
+def _convert(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Layout,
+             report: Reporter, owner_digest: str, options: SquashfsOptions) -> None:
+    owner = _owner(owner_digest)
+    tmp_sqfs = layout.temp(owner, ".squashfs")
+    tmp_meta = layout.temp(owner, ".json")
+    report.say(f"converting to squashfs ({options.compression} level {options.level}, "
+               f"{options.block_size >> 10} KiB blocks)")
+    try:
+        result = squash(lambda out: flatten(sources, out), tmp_sqfs, options)
+        for note in result.notes:
+            report.say(note)
+        with open(tmp_meta, "w") as f:
+            json.dump(config.metadata(), f, indent=1)
+            f.write("\n")
+        layout.publish(tmp_meta, layout.image_metadata(config.digest))
+        layout.publish(tmp_sqfs, layout.squashfs(config.digest))
+        layout.log_event("convert", f"{config.digest} {result.members} members")
+    finally:
+        tmp_sqfs.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+
+
+def entry_for(reference: ImageReference, digest: str, image_id: str, layout: Layout) -> ImageEntry:
+    sqfs = layout.squashfs(image_id)
+    return ImageEntry(key=reference.key, server=reference.server,
+                      repository=reference.repository, tag=reference.tag, digest=digest,
+                      image_id=image_id, squashfs=sqfs, metadata=layout.image_metadata(image_id),
+                      created=now(), size=sqfs.stat().st_size)

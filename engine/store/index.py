@@ -1,0 +1,200 @@
+"""``metadata.json``: the mutable index of a repository, and :class:`ImageEntry`.
+
+Contract:
+
+* Reads take a shared lock on ``metadata.lock`` and writes an exclusive one, both bounded by
+  ``repositoryMetadataLockTimings`` (timeoutMs, warning every warningMs). Writes are
+  read-modify-write under the lock, to a temp file that is fsynced and then ``os.replace``d, so a
+  reader sees the old or the new index, never a torn one, and a killed writer leaves only a temp
+  file (removed by the next writer).
+* Entries whose squashfs or metadata file vanished are dropped on read (and for good on the next
+  write).
+* :meth:`Index.remove` deletes the image files when no other entry uses them.
+* The format is ``{"version": 1, "images": {key: entry}}`` with file names relative to the
+  repository root (docs/cache-layout.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_exec.engine.store.layout import Layout
+from hpc_exec.engine.store.lock import FileLock
+
+from hpc_exec.config import LockTimings
+from hpc_exec.errors import RepositoryError
+
+__all__ = ["INDEX_VERSION", "ImageEntry", "Index"]
+
+INDEX_VERSION = 1
+_TEMP_OWNER = "metadata"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image in a repository; what ``hpc-exec images`` lists and the run side mounts."""
+
+    key: str  # the normalised reference (engine/image/reference.py)
+    server: str
+    repository: str
+    tag: str
+    digest: str  # what the reference resolved to in the registry (index or manifest digest)
+    image_id: str  # the config digest: names the squashfs
+    squashfs: Path
+    metadata: Path  # JSON: entrypoint, cmd, env, workdir, user, labels
+    created: str  # ISO 8601 UTC time of the pull/load
+    size: int  # bytes of the squashfs
+
+    @property
+    def short_id(self) -> str:
+        return self.image_id.partition(":")[2][:12]
+
+    def config(self) -> dict[str, Any]:
+        """The image's run metadata (entrypoint, cmd, env, workdir, user, labels)."""
+        data: dict[str, Any] = json.loads(self.metadata.read_text())
+        return data
+
+    def to_json(self, layout: Layout) -> dict[str, Any]:
+        data = asdict(self)
+        data["squashfs"] = layout.relative(self.squashfs)
+        data["metadata"] = layout.relative(self.metadata)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, layout: Layout) -> ImageEntry:
+        try:
+            return cls(
+                key=str(data["key"]), server=str(data["server"]),
+                repository=str(data["repository"]), tag=str(data["tag"]),
+                digest=str(data["digest"]), image_id=str(data["image_id"]),
+                squashfs=layout.resolve(str(data["squashfs"])),
+                metadata=layout.resolve(str(data["metadata"])),
+                created=str(data["created"]), size=int(data["size"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from None
+
+    def present(self) -> bool:
+        return self.squashfs.is_file() and self.metadata.is_file()
+
+
+class Index:
+    def __init__(self, layout: Layout, timings: LockTimings | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.layout = layout
+        self.timings = timings or LockTimings()
+        self.on_wait = on_wait
+
+    def _lock(self, shared: bool) -> FileLock:
+        return FileLock(self.layout.metadata_lock, shared=shared,
+                        timeout=self.timings.timeout_ms / 1000,
+                        warning=self.timings.warning_ms / 1000,
+                        what="the repository metadata lock", on_wait=self.on_wait,
+                        poll=0.02)
+
+    # -- reading -------------------------------------------------------------------------------
+    def _load(self) -> dict[str, ImageEntry]:
+        try:
+            text = self.layout.metadata.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {self.layout.metadata}: {exc.strerror}") \
+                from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise RepositoryError(f"{self.layout.metadata} is not valid JSON",
+                                  hint="restore it or remove it (images must then be "
+                                  "pulled again)") from None
+        if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+            raise RepositoryError(f"{self.layout.metadata}: expected an 'images' mapping")
+        if data.get("version") != INDEX_VERSION:
+            raise RepositoryError(f"{self.layout.metadata}: unknown version "
+                                  f"{data.get('version')!r}")
+        entries = (ImageEntry.from_json(v, self.layout) for v in data["images"].values())
+        return {e.key: e for e in entries if e.present()}
+
+    def read(self) -> dict[str, ImageEntry]:
+        """All entries whose files exist, read under a shared lock."""
+        if not self.layout.metadata.exists():
+            return {}
+        if not self.layout.metadata_lock.exists() and not self.layout.writable():
+            return self._load()  # read-only repository without a lock file: os.replace'd
+        with self._lock(shared=True):
+            return self._load()
+
+    def get(self, key: str) -> ImageEntry | None:
+        return self.read().get(key)
+
+    def find(self, predicate: Callable[[ImageEntry], bool]) -> ImageEntry | None:
+        for entry in self.read().values():
+            if predicate(entry):
+                return entry
+        return None
+
+    # -- writing -------------------------------------------------------------------------------
+    def _store(self, entries: dict[str, ImageEntry]) -> None:
+        self.layout.remove_stale_temps(_TEMP_OWNER)  # a killed writer's leftovers
+        data = {"version": INDEX_VERSION,
+                "images": {k: entries[k].to_json(self.layout) for k in sorted(entries)}}
+        tmp = self.layout.temp(_TEMP_OWNER, ".json")
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.layout.metadata)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise RepositoryError(f"cannot write {self.layout.metadata}: "
+                                  f"{exc.strerror or exc}") from None
+
+    def update(self, change: Callable[[dict[str, ImageEntry]], None]) -> None:
+        """Read-modify-write under the exclusive lock."""
+        self.layout.ensure()
+        with self._lock(shared=False):
+            entries = self._load()
+            change(entries)
+            self._store(entries)
+
+    def add(self, entry: ImageEntry) -> None:
+        if not entry.present():
+            raise RepositoryError(f"image files of {entry.key} vanished before indexing "
+                                  f"({entry.squashfs})", hint="pull again")
+
+        def change(entries: dict[str, ImageEntry]) -> None:
+            if not entry.present():  # re-checked under the lock: an rmi may have raced us
+                raise RepositoryError(f"image files of {entry.key} vanished before indexing",
+                                      hint="pull again")
+            entries[entry.key] = entry
+        self.update(change)
+
+    def remove(self, key: str) -> ImageEntry | None:
+        """Drop ``key``; delete its files unless another entry uses them. The removed entry."""
+        removed: list[ImageEntry] = []
+
+        def change(entries: dict[str, ImageEntry]) -> None:
+            entry = entries.pop(key, None)
+            if entry is None:
+                return
+            removed.append(entry)
+            if not any(e.image_id == entry.image_id for e in entries.values()):
+                for path in (entry.squashfs, entry.metadata):
+                    _unlink(path)
+        self.update(change)
+        return removed[0] if removed else None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise RepositoryError(f"cannot remove {path}: {exc.strerror}") from None
