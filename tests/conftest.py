@@ -134,6 +134,16 @@ class LiveTestbed:
     def image_python(self) -> str:
         return self.env["HPC_EXEC_TESTBED_IMAGE_PYTHON"]
 
+    @property
+    def image_mpich(self) -> str:
+        """MPICH image whose libmpich is ABI-compatible with the host's (version 12.1.0)."""
+        return self.env["HPC_EXEC_TESTBED_IMAGE_MPICH"]
+
+    @property
+    def image_mpich_incompatible(self) -> str:
+        """MPICH image whose libmpich has another major version (13.0.0)."""
+        return self.env["HPC_EXEC_TESTBED_IMAGE_MPICH_INCOMPATIBLE"]
+
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[LiveTestbed]:

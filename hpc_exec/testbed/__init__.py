@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SMALL_REPO, SMALL_TAG = "testbed/busybox", "latest"
 PYTHON_REPO, PYTHON_TAG = "testbed/debian-python", "bookworm"
+MPICH_REPO = "testbed/mpich"
 
 
 @contextmanager
@@ -125,9 +126,10 @@ def _push_images(state: TestbedState, layout: TestbedLayout,
     from hpc_exec.engine.image.registry import Credentials, RegistryClient
     from hpc_exec.testbed import images, registry
 
-    progress("building test images (the Debian one takes about a minute, once)")
+    progress("building test images (the Debian ones take a few minutes, once)")
     small = images.build_small(layout)
     python = images.build_python(layout)
+    mpich = images.build_mpich(layout)
     user, password = registry.read_credentials(layout)
     clients = [
         RegistryClient(registry.registry_address(state, "plain"), insecure=True),
@@ -139,7 +141,15 @@ def _push_images(state: TestbedState, layout: TestbedLayout,
         with client:
             images.push_image(small, client, SMALL_REPO, SMALL_TAG)
             images.push_image(python, client, PYTHON_REPO, PYTHON_TAG)
-    state.images = {"small": f"{SMALL_REPO}:{SMALL_TAG}", "python": f"{PYTHON_REPO}:{PYTHON_TAG}"}
+    with clients[0] as plain:
+        for variant in images.MPICH_VARIANTS:
+            images.push_image(mpich, plain, MPICH_REPO, variant, variant)
+    state.images = {
+        "small": f"{SMALL_REPO}:{SMALL_TAG}",
+        "python": f"{PYTHON_REPO}:{PYTHON_TAG}",
+        "mpich": f"{MPICH_REPO}:compatible",
+        "mpich-incompatible": f"{MPICH_REPO}:incompatible",
+    }
 
 
 def _any_alive(state: TestbedState) -> bool:
@@ -216,7 +226,6 @@ def env(state_dir: Path | None = None) -> dict[str, str]:
         "HPC_EXEC_TESTBED_CA": str(layout.ca_cert),
         "HPC_EXEC_TESTBED_CREDENTIALS": str(layout.credentials_file),
     }
-    if state.images:
-        out["HPC_EXEC_TESTBED_IMAGE_SMALL"] = f"{plain}/{state.images['small']}"
-        out["HPC_EXEC_TESTBED_IMAGE_PYTHON"] = f"{plain}/{state.images['python']}"
+    for key, ref in sorted(state.images.items()):  # small, python, mpich, ...
+        out[f"HPC_EXEC_TESTBED_IMAGE_{key.upper().replace('-', '_')}"] = f"{plain}/{ref}"
     return out

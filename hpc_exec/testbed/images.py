@@ -1,6 +1,9 @@
 """Test images built on this machine (no Docker) and pushed to the testbed registries.
 
 * ``small``: one layer, Debian's static busybox plus applet symlinks and an /etc/os-release.
+* ``mpich``: Debian with MPICH (``libmpich12``) and an ``mpi-hello`` built on this host, in
+  two variants whose library file names carry an ABI-compatible (12.1.0) and an incompatible
+  (13.0.0) version, for the MPI hook.
 * ``python``: a realistic three-layer Debian image: (1) ``debootstrap --variant=minbase``,
   (2) the difference a second debootstrap with python3 makes, (3) a layer that deletes files
   (whiteouts, an opaque directory) and adds a hard link. It is pushed as a multi-platform
@@ -27,13 +30,14 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hpc_exec import process
 from hpc_exec.errors import TestbedError
 from hpc_exec.testbed.state import TestbedLayout
 
-__all__ = ["BUILDER_VERSION", "BuiltImage", "build_python", "build_small", "debian_mirror",
-           "push_image"]
+__all__ = ["BUILDER_VERSION", "MPICH_VARIANTS", "BuiltImage", "build_mpich", "build_python",
+           "build_small", "debian_mirror", "push_image"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,8 @@ class BuiltImage:
     root: Path
 
     @property
-    def meta(self) -> dict[str, str]:
-        data: dict[str, str] = json.loads((self.root / "image.json").read_text())
+    def meta(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.root / "image.json").read_text())
         return data
 
     def blob(self, digest: str) -> bytes:
@@ -110,10 +114,16 @@ class _ImageWriter:
                           sort_keys=True).encode()
         self.manifests.append((self.blob(data), OCI_INDEX))
 
-    def finish(self) -> None:
-        top_digest, top_type = self.manifests[-1]
-        meta = {"manifest": top_digest, "mediaType": top_type,
-                "children": [d for d, _ in self.manifests[:-1]]}
+    def finish(self, variants: dict[str, str] | None = None) -> None:
+        """Write image.json. ``variants`` names several top manifests (variant -> digest) of
+        one image directory that share blobs; without it the last manifest is the top one."""
+        if variants:
+            meta: dict[str, object] = {"variants": variants,
+                                       "children": [d for d, _ in self.manifests]}
+        else:
+            top_digest, top_type = self.manifests[-1]
+            meta = {"manifest": top_digest, "mediaType": top_type,
+                    "children": [d for d, _ in self.manifests[:-1]]}
         (self.root / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -380,13 +390,16 @@ def build_python(layout: TestbedLayout) -> BuiltImage:
     return _cached(layout, "python", build)
 
 
-def push_image(image: BuiltImage, client: object, repo: str, tag: str) -> None:
-    """Push every blob, then the child manifests by digest, then the top manifest by tag."""
+def push_image(image: BuiltImage, client: object, repo: str, tag: str,
+               variant: str | None = None) -> None:
+    """Push every blob, then the child manifests by digest, then the top manifest (or the one
+    of ``variant``) by tag."""
     from hpc_exec.engine.image.registry import RegistryClient
 
     assert isinstance(client, RegistryClient)
     meta = image.meta
-    manifests = [*meta.get("children", []), meta["manifest"]]
+    top = meta["variants"][variant] if variant else meta["manifest"]
+    manifests = [d for d in meta.get("children", []) if d != top] + [top]
     blob_dir = image.root / "blobs"
     manifest_hexes = {d.split(":", 1)[1] for d in manifests}
     for f in sorted(blob_dir.iterdir()):
@@ -395,5 +408,88 @@ def push_image(image: BuiltImage, client: object, repo: str, tag: str) -> None:
     for digest in manifests:
         data = image.blob(digest)
         media = json.loads(data).get("mediaType", OCI_MANIFEST)
-        ref = tag if digest == meta["manifest"] else digest
-        client.put_manifest(repo, ref, data, media)
+        client.put_manifest(repo, tag if digest == top else digest, data, media)
+
+
+# -- mpich: an MPICH-ABI image in two variants, for the MPI hook -----------------------------
+
+MPI_HELLO_C = b"""\
+#include <mpi.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int rank, size, sum = 0, len;
+    char host[256], version[MPI_MAX_LIBRARY_VERSION_STRING];
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Get_library_version(version, &len);
+    gethostname(host, sizeof host);
+    MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    printf("mpi-hello rank %d of %d on %s sum %d\\n", rank, size, host, sum);
+    MPI_Finalize();
+    return 0;
+}
+"""
+MPICH_LIBS = ("libmpich", "libmpichcxx", "libmpichfort")
+MPICH_VARIANTS = {"compatible": "12.1.0", "incompatible": "13.0.0"}
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+
+MPICH_CONFIG: dict[str, object] = {
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "Cmd": ["mpi-hello"],
+    "WorkingDir": "/",
+    "Labels": {"org.opencontainers.image.title": "hpc-exec testbed mpich",
+               "com.hooks.mpi.type": "mpich"},
+}
+
+
+def _mpi_hello(work: Path) -> bytes:
+    src, exe = work / "mpi-hello.c", work / "mpi-hello"
+    src.write_bytes(MPI_HELLO_C)
+    process.run(["mpicc", "-O2", "-o", str(exe), str(src)], timeout=300,
+                desc="compiling the MPI hello program")
+    return exe.read_bytes()
+
+
+def _mpich_layer(rootfs: Path, version: str, hello: bytes) -> bytes:
+    """Re-version the image's MPICH libraries to ``version`` and add mpi-hello.
+
+    The libraries' content stays Debian's; only the file names (which the MPI hook reads the
+    ABI version from) change: 12.1.0 is older than the host's 12.x.y but ABI-compatible,
+    13.0.0 is a different major and must be refused.
+    """
+    major = version.split(".")[0]
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    for lib in MPICH_LIBS:
+        found = sorted((rootfs / LIBDIR).glob(f"{lib}.so.*.*.*"))
+        if not found:
+            raise TestbedError(f"the mpich image build found no {lib}.so.X.Y.Z in {LIBDIR}")
+        real = found[0]
+        old_major = real.name.split(".so.", 1)[1].split(".")[0]
+        members.append(_file(f"{LIBDIR}/.wh.{real.name}", b""))
+        if old_major != major:
+            members.append(_file(f"{LIBDIR}/.wh.{lib}.so.{old_major}", b""))
+        members.append(_file(f"{LIBDIR}/{lib}.so.{version}", real.read_bytes()))
+        members.append(_symlink(f"{LIBDIR}/{lib}.so.{major}", f"{lib}.so.{version}"))
+    members += [_dir("usr/local/bin"), _file("usr/local/bin/mpi-hello", hello, 0o755)]
+    return _tar(members)
+
+
+def build_mpich(layout: TestbedLayout) -> BuiltImage:
+    """One image dir, two variants ('compatible', 'incompatible') sharing the base layer."""
+    def build(dest: Path) -> None:
+        work = dest.parent
+        cache = layout.image_cache / "debootstrap-debs"
+        cache.mkdir(exist_ok=True)
+        rootfs = work / "rootfs"
+        _debootstrap(rootfs, cache, "libmpich12")
+        base = _rootfs_tar(rootfs)
+        hello = _mpi_hello(work)
+        w = _ImageWriter(dest)
+        variants = {}
+        for variant, version in MPICH_VARIANTS.items():
+            desc = w.manifest([base, _mpich_layer(rootfs, version, hello)], MPICH_CONFIG)
+            variants[variant] = str(desc["digest"])
+        w.finish(variants)
+    return _cached(layout, "mpich", build)

@@ -106,3 +106,39 @@ def test_up_again_is_idempotent(testbed) -> None:  # type: ignore[no-untyped-def
     tb.up(testbed.state_dir)
     after = {p.name: p.pid for p in tb.status(testbed.state_dir).state.procs}
     assert before == after
+
+
+def _layers(client: RegistryClient, repo: str, tag: str) -> list[str]:
+    manifest = json.loads(client.get_manifest(repo, tag)[0])
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def _members(client: RegistryClient, repo: str, digest: str) -> dict[str, str]:
+    import gzip
+    import io
+    import tarfile
+
+    data = b"".join(client.iter_blob(repo, digest))
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+        return {m.name: m.linkname for m in tar.getmembers()}
+
+
+def test_mpich_images_carry_compatible_and_incompatible_abi(testbed) -> None:  # type: ignore[no-untyped-def]
+    lib = "usr/lib/x86_64-linux-gnu"
+    with RegistryClient(testbed.registry, insecure=True) as client:
+        ok = _layers(client, "testbed/mpich", "compatible")
+        bad = _layers(client, "testbed/mpich", "incompatible")
+        assert ok[0] == bad[0] and ok[1] != bad[1]  # one shared base, one layer per variant
+        compatible = _members(client, "testbed/mpich", ok[1])
+        incompatible = _members(client, "testbed/mpich", bad[1])
+    assert compatible[f"{lib}/libmpich.so.12"] == "libmpich.so.12.1.0"
+    assert f"{lib}/libmpich.so.12.1.0" in compatible
+    assert any(n.startswith(f"{lib}/.wh.libmpich.so.12.") for n in compatible)
+    assert incompatible[f"{lib}/libmpich.so.13"] == "libmpich.so.13.0.0"
+    assert f"{lib}/.wh.libmpich.so.12" in incompatible
+    assert "usr/local/bin/mpi-hello" in compatible and "usr/local/bin/mpi-hello" in incompatible
+
+
+def test_env_names_every_test_image(testbed) -> None:  # type: ignore[no-untyped-def]
+    for key in ("SMALL", "PYTHON", "MPICH", "MPICH_INCOMPATIBLE"):
+        assert testbed.env[f"HPC_EXEC_TESTBED_IMAGE_{key}"].startswith(testbed.registry + "/")
