@@ -126,7 +126,7 @@ def _push_images(state: TestbedState, layout: TestbedLayout,
     from hpc_exec.engine.image.registry import Credentials, RegistryClient
     from hpc_exec.testbed import images, registry
 
-    progress("building test images (the Debian ones take a few minutes, once)")
+    progress("preparing test images (built once per state dir, a few minutes; then cached)")
     small = images.build_small(layout)
     python = images.build_python(layout)
     mpich = images.build_mpich(layout)
