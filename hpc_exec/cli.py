@@ -26,6 +26,7 @@ Handler = Callable[[argparse.Namespace], int]
 # inside the handlers, so that one command never pays for another.
 COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
+    "hpc_exec.images_cli",
 ]
 
 
