@@ -270,7 +270,10 @@ def _apt_sources(apt: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _debootstrap(target: Path, cache: Path, include: str | None) -> None:
+def _debootstrap(target: Path, layout: TestbedLayout, include: str | None) -> None:
+    """debootstrap minbase (+ ``include``) into ``target``; .debs are cached for later builds."""
+    cache = layout.image_cache / "debootstrap-debs"
+    cache.mkdir(parents=True, exist_ok=True)
     mirror, codename = debian_mirror()
     argv = ["debootstrap", "--variant=minbase", f"--cache-dir={cache}"]
     if include:
@@ -367,12 +370,9 @@ def _deletion_layer(rootfs: Path) -> bytes:
 
 def build_python(layout: TestbedLayout) -> BuiltImage:
     def build(dest: Path) -> None:
-        work = dest.parent
-        cache = layout.image_cache / "debootstrap-debs"
-        cache.mkdir(exist_ok=True)
-        base, full = work / "base", work / "full"
-        _debootstrap(base, cache, None)
-        _debootstrap(full, cache, "python3")
+        base, full = dest.parent / "base", dest.parent / "full"
+        _debootstrap(base, layout, None)
+        _debootstrap(full, layout, "python3")
         before, after = _walk(base), _walk(full)
         layer1 = _rootfs_tar(base)
         changed = {p for p, sig in after.items() if before.get(p) != sig}
@@ -479,13 +479,10 @@ def _mpich_layer(rootfs: Path, version: str, hello: bytes) -> bytes:
 def build_mpich(layout: TestbedLayout) -> BuiltImage:
     """One image dir, two variants ('compatible', 'incompatible') sharing the base layer."""
     def build(dest: Path) -> None:
-        work = dest.parent
-        cache = layout.image_cache / "debootstrap-debs"
-        cache.mkdir(exist_ok=True)
-        rootfs = work / "rootfs"
-        _debootstrap(rootfs, cache, "libmpich12")
+        rootfs = dest.parent / "rootfs"
+        _debootstrap(rootfs, layout, "libmpich12")
         base = _rootfs_tar(rootfs)
-        hello = _mpi_hello(work)
+        hello = _mpi_hello(dest.parent)
         w = _ImageWriter(dest)
         variants = {}
         for variant, version in MPICH_VARIANTS.items():
