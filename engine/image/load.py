@@ -39,8 +39,14 @@ LOAD_SERVER = "load"
 
 def load_reference(text: str) -> ImageReference:
     """``text`` parsed; without an explicit server it goes under ``load/``."""
-    ref = parse(text)
     bare = text.removeprefix("docker://")
+    if bare.startswith(f"{LOAD_SERVER}/"):  # load/library/name: as listed by images
+        ref = parse(bare[len(LOAD_SERVER) + 1:])
+        if ref.server != DEFAULT_SERVER:
+            raise InvalidInput(f"invalid image reference {text!r}: a loaded image has no "
+                               "other server")
+        return replace(ref, server=LOAD_SERVER)
+    ref = parse(text)
     explicit = bare.split("/")[0] in ("docker.io", "index.docker.io", "registry-1.docker.io")
     if ref.server == DEFAULT_SERVER and not explicit:
         ref = replace(ref, server=LOAD_SERVER)
