@@ -73,8 +73,8 @@ def test_sync_dir() -> None:
         "/b/alice/.oci-hooks/slurm-global-sync/42.3"
 
 
-def run_ranks(directory: Path, ntasks: int, timeout: float,
-              delays: dict[int, float]) -> dict[int, tuple[float, float, str | None]]:
+def run_ranks(directory: Path, ntasks: int, timeout: float, delays: dict[int, float],
+              leaders: set[int] | None = None) -> dict[int, tuple[float, float, str | None]]:
     """Run one Barrier per rank in threads: rank -> (arrival, release, error)."""
     results: dict[int, tuple[float, float, str | None]] = {}
 
@@ -84,7 +84,8 @@ def run_ranks(directory: Path, ntasks: int, timeout: float,
         error = None
         try:
             sgs.Barrier(str(directory), r, ntasks, timeout=timeout, poll_interval=0.005,
-                        log=Log("t", io.StringIO())).run()
+                        log=Log("t", io.StringIO()),
+                        node_leader=leaders is None or r in leaders).run()
         except HookError as exc:
             error = str(exc)
         results[r] = (arrived, time.monotonic(), error)
@@ -101,6 +102,15 @@ def run_ranks(directory: Path, ntasks: int, timeout: float,
 def test_barrier_releases_nobody_before_the_last_arrival(tmp_path: Path) -> None:
     directory = tmp_path / "u/.oci-hooks/slurm-global-sync/42.3"
     results = run_ranks(directory, 8, 30, {1: 0.2, 5: 0.4, 0: 0.3})
+    last_arrival = max(a for a, _, _ in results.values())
+    assert all(err is None for _, _, err in results.values())
+    assert min(rel for _, rel, _ in results.values()) >= last_arrival
+    assert not directory.exists()
+
+
+def test_followers_are_released_through_their_leader(tmp_path: Path) -> None:
+    directory = tmp_path / "42.4"
+    results = run_ranks(directory, 6, 30, {3: 0.3}, leaders={0, 2})
     last_arrival = max(a for a, _, _ in results.values())
     assert all(err is None for _, _, err in results.values())
     assert min(rel for _, rel, _ in results.values()) >= last_arrival
