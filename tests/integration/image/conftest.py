@@ -46,6 +46,12 @@ class RegistryProxy:
                 pass
 
             def _forward(self) -> None:
+                try:
+                    self._relay()
+                except OSError:  # the client was killed (SIGKILL tests) or went away
+                    self.close_connection = True
+
+            def _relay(self) -> None:
                 path = self.path.split("?")[0]
                 with proxy.lock:
                     proxy.counts[(self.command, path)] += 1
