@@ -16,6 +16,7 @@ __all__ = ["HOOKS", "command", "module_path"]
 
 # hook name (hpc-hook-<name>, hooks.d file names) -> module in this package
 HOOKS: dict[str, str] = {
+    "mount": "mount",
     "slurm-global-sync": "slurm_global_sync",
     "timestamp": "timestamp",
 }

@@ -44,6 +44,7 @@ __all__ = [
     "passwd_entry",
     "read_container",
     "run_hook",
+    "run_program",
 ]
 
 
@@ -247,6 +248,31 @@ class Deadline:
 
     def expired(self) -> bool:
         return time.monotonic() >= self.at
+
+
+def run_program(argv: list[str], *, timeout: float, what: str) -> str:
+    """Run a trusted host program (an absolute path from the hook env) and return its output.
+
+    The hooks' counterpart of hpc_exec.process.run, which they may not import: argv only, stdin
+    from /dev/null, a timeout that kills the program, stdout+stderr returned, and a HookError
+    naming ``what`` with the output's tail when it fails.
+    """
+    import subprocess
+
+    if not os.path.isabs(argv[0]):
+        raise HookError(f"{what}: {argv[0]!r} must be an absolute path")
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise HookError(f"{what}: {argv[0]} did not finish within {timeout:g} s") from None
+    except OSError as exc:
+        raise HookError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+    output = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
+        raise HookError(f"{what}: {' '.join(argv)} exited with status {done.returncode}: "
+                        f"{output.strip()[-1000:]}")
+    return output
 
 
 # --- logging ----------------------------------------------------------------------------------

@@ -1,0 +1,345 @@
+"""Mount plumbing of the hooks: ``--mount``/``--device`` parsing, paths in the rootfs, mount(2).
+
+* :func:`parse_mount` and :func:`parse_device` read the ``--mount`` and ``--device`` syntax of
+  ``hpc-exec run`` (Sarus syntax): ``type=bind,src|source=PATH,dst|destination|target=PATH
+  [,readonly|ro][,bind-propagation=MODE]`` and ``HOST[:CONTAINER][:ACCESS]``. The engine has its
+  own parser (engine/runtime/mounts.py); hooks keep this small copy because they may import
+  nothing outside the standard library and ``hpc_exec.hooks`` and must start fast. Both follow
+  docs/hooks.md; tests pin the same cases.
+* :func:`resolve_in_rootfs` turns a container path into a host path under the rootfs, following
+  symlinks as the container would see them, so a symlink in the image can never make a hook
+  write outside the rootfs.
+* :func:`enter_mount_namespace` joins the container's mount namespace (for createRuntime and
+  prestart hooks; a createContainer hook already runs in it), :func:`bind` and
+  :func:`bind_device` mount, :func:`allow_device` whitelists a device in a cgroup-v1 devices
+  controller.
+
+Errors are :class:`~hpc_exec.hooks._state.HookError`. ``ctypes`` is imported only when a mount
+is made.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from hpc_exec.hooks._state import HookError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "DeviceSpec",
+    "MountSpec",
+    "allow_device",
+    "bind",
+    "bind_device",
+    "enter_mount_namespace",
+    "parse_args",
+    "parse_device",
+    "parse_mount",
+    "resolve_in_rootfs",
+]
+
+_PROPAGATION = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
+
+
+class MountSpec:
+    """One ``--mount``: a bind of ``source`` (host) at ``destination`` (container)."""
+
+    __slots__ = ("destination", "propagation", "readonly", "source")
+
+    def __init__(self, source: str, destination: str, readonly: bool = False,
+                 propagation: str = "") -> None:
+        self.source = source
+        self.destination = destination
+        self.readonly = readonly
+        self.propagation = propagation
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountSpec) and (
+            self.source, self.destination, self.readonly, self.propagation) == (
+            other.source, other.destination, other.readonly, other.propagation)
+
+    def __repr__(self) -> str:
+        return (f"MountSpec({self.source!r}, {self.destination!r}, readonly={self.readonly}, "
+                f"propagation={self.propagation!r})")
+
+
+class DeviceSpec:
+    """One ``--device``: host device node ``source`` at ``destination`` with ``access``."""
+
+    __slots__ = ("access", "destination", "source")
+
+    def __init__(self, source: str, destination: str, access: str = "rwm") -> None:
+        self.source = source
+        self.destination = destination
+        self.access = access
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeviceSpec) and (
+            self.source, self.destination, self.access) == (
+            other.source, other.destination, other.access)
+
+    def __repr__(self) -> str:
+        return f"DeviceSpec({self.source!r}, {self.destination!r}, {self.access!r})"
+
+
+def _absolute(path: str, what: str, spec: str) -> str:
+    if not path.startswith("/"):
+        raise HookError(f"{what} must be an absolute path, got {path!r} in {spec!r}")
+    if "\0" in path:
+        raise HookError(f"{what} contains a NUL byte in {spec!r}")
+    return os.path.normpath(path).replace("//", "/")
+
+
+def parse_mount(spec: str) -> MountSpec:
+    """Parse one ``--mount`` value (HookError naming the bad part)."""
+    fields: dict[str, str] = {}
+    readonly = False
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if key in ("readonly", "ro"):
+            if sep and value.lower() not in ("true", "1", "false", "0"):
+                raise HookError(f"invalid value {value!r} for readonly in {spec!r}")
+            readonly = not sep or value.lower() in ("true", "1")
+            continue
+        if not sep:
+            raise HookError(f"invalid mount option {item!r} in {spec!r} (expected key=value "
+                            "or 'readonly')")
+        canonical = {"src": "source", "dst": "destination", "target": "destination"}.get(key, key)
+        if canonical not in ("type", "source", "destination", "bind-propagation"):
+            raise HookError(f"unknown mount option {key!r} in {spec!r}")
+        if canonical in fields:
+            raise HookError(f"mount option {key!r} given twice in {spec!r}")
+        fields[canonical] = value
+    if fields.get("type") != "bind":
+        raise HookError(f"mount {spec!r} needs type=bind (the only type)")
+    for key, example in (("source", "src=/path"), ("destination", "dst=/path")):
+        if key not in fields:
+            raise HookError(f"mount {spec!r} lacks a {key} ({example})")
+    propagation = fields.get("bind-propagation", "")
+    if propagation and propagation not in _PROPAGATION:
+        raise HookError(f"invalid bind-propagation {propagation!r} in {spec!r} "
+                        f"(one of {', '.join(_PROPAGATION)})")
+    return MountSpec(_absolute(fields["source"], "mount source", spec),
+                     _absolute(fields["destination"], "mount destination", spec),
+                     readonly, propagation)
+
+
+def parse_device(spec: str) -> DeviceSpec:
+    """Parse one ``--device`` value: HOST[:CONTAINER][:ACCESS] (HookError when invalid)."""
+    parts = spec.split(":")
+    if not parts[0] or len(parts) > 3:
+        raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
+    access = "rwm"
+    if len(parts) >= 2 and not parts[-1].startswith("/"):
+        access = parts.pop()
+        if not access or any(c not in "rwm" for c in access) or len(set(access)) != len(access):
+            raise HookError(f"invalid device access {access!r} in {spec!r} "
+                            "(each of the letters r, w, m at most once)")
+    if len(parts) > 2:
+        raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
+    src = _absolute(parts[0], "device path", spec)
+    dst = _absolute(parts[1], "device path in the container", spec) if len(parts) == 2 else src
+    return DeviceSpec(src, dst, "".join(c for c in "rwm" if c in access))
+
+
+def parse_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split hook arguments into raw ``--mount`` and ``--device`` values (either
+    ``--mount=VALUE`` or ``--mount VALUE``); anything else is a HookError."""
+    mounts: list[str] = []
+    devices: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, sep, value = arg.partition("=")
+        if name not in ("--mount", "--device"):
+            raise HookError(f"unknown argument {arg!r} (expected --mount=... or --device=...)")
+        if not sep:
+            i += 1
+            if i == len(argv):
+                raise HookError(f"{name} needs a value")
+            value = argv[i]
+        (mounts if name == "--mount" else devices).append(value)
+        i += 1
+    return mounts, devices
+
+
+# --- paths inside the rootfs ------------------------------------------------------------------
+
+def resolve_in_rootfs(rootfs: str, path: str, *, follow_last: bool = True) -> str:
+    """Host path of container ``path``, resolving symlinks as if ``rootfs`` were ``/``.
+
+    Missing components are kept as they are (so the result can be created); ``..`` never
+    climbs above the rootfs. ``follow_last=False`` leaves a final symlink unresolved.
+    """
+    rootfs = os.path.abspath(rootfs)
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(rootfs, *resolved, part)
+        if (parts or follow_last) and os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise HookError(f"too many levels of symbolic links in {path!r} in the container")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(rootfs, *resolved)
+
+
+def _make_target(target: str, directory: bool) -> None:
+    """Create ``target`` (an already resolved host path) as a directory or an empty file."""
+    try:
+        if directory:
+            os.makedirs(target, mode=0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            if not os.path.exists(target):
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise HookError(f"cannot create the mount point {target}: {exc.strerror}") from None
+
+
+# --- mount(2) and setns(2) --------------------------------------------------------------------
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_RELATIME = 1 << 21
+_PROPAGATION_FLAGS = {"shared": 1 << 20, "slave": 1 << 19, "private": 1 << 18}
+# statvfs f_flag bits that a read-only remount must keep (the kernel refuses to drop locked ones)
+_KEEP = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+         (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
+         (os.ST_RELATIME, MS_RELATIME))
+
+_libc: Any = None
+
+
+def _c() -> Any:
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    import ctypes
+
+    libc = _c()
+    src = os.fsencode(source) if source is not None else None
+    if libc.mount(src, os.fsencode(target), None, ctypes.c_ulong(flags), None) != 0:
+        err = ctypes.get_errno()
+        raise HookError(f"cannot mount {source or '(remount)'} on {target}: "
+                        f"{os.strerror(err)}")
+
+
+def bind(source: str, target: str, *, readonly: bool = False, propagation: str = "") -> None:
+    """Bind-mount host ``source`` on the resolved host path ``target`` (created if missing)."""
+    try:
+        st = os.stat(source)
+    except OSError as exc:
+        raise HookError(f"cannot bind-mount {source}: {exc.strerror}") from None
+    _make_target(target, stat.S_ISDIR(st.st_mode))
+    _mount(source, target, MS_BIND | MS_REC)
+    if readonly:
+        keep = os.statvfs(target).f_flag
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        for st_flag, ms_flag in _KEEP:
+            if keep & st_flag:
+                flags |= ms_flag
+        _mount(None, target, flags)
+    if propagation:
+        flag = _PROPAGATION_FLAGS[propagation.lstrip("r")]
+        _mount(None, target, flag | (MS_REC if propagation.startswith("r") else 0))
+
+
+def bind_device(source: str, target: str, access: str) -> tuple[str, int, int]:
+    """Bind the device node ``source`` on ``target``; returns (c|b, major, minor)."""
+    try:
+        st = os.stat(source)
+    except OSError as exc:
+        raise HookError(f"cannot mount device {source}: {exc.strerror}") from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise HookError(f"{source} is not a device")
+    bind(source, target, readonly="w" not in access)
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+    return kind, os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
+def allow_device(pid: int, kind: str, major: int, minor: int, access: str) -> bool:
+    """Whitelist the device in the cgroup-v1 devices controller of ``pid``.
+
+    Returns False when there is no such controller (cgroup v2: the engine's config.json
+    device rules apply; nothing a hook can add).
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "devices" in controllers.split(","):
+            if path in ("", "/"):  # the root cgroup allows every device and cannot be changed
+                return False
+            allow = os.path.join("/sys/fs/cgroup/devices", path.lstrip("/"), "devices.allow")
+            try:
+                with open(allow, "w", encoding="ascii") as f:
+                    f.write(f"{kind} {major}:{minor} {access}\n")
+            except OSError as exc:
+                raise HookError(f"cannot allow device {kind} {major}:{minor} in {allow}: "
+                                f"{exc.strerror}") from None
+            return True
+    return False
+
+
+def enter_mount_namespace(pid: int) -> bool:
+    """Join the mount namespace of ``pid`` unless we are in it already; True if we moved.
+
+    A pid of 0 or 1 means "this process's own" (runc passes its init's pid as seen from inside
+    the container to createContainer hooks, which already run in the container's namespace).
+    """
+    if pid <= 1:
+        return False
+    path = f"/proc/{pid}/ns/mnt"
+    try:
+        if os.stat(path).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise HookError(f"cannot open the container's mount namespace {path}: "
+                        f"{exc.strerror}") from None
+    try:
+        import ctypes
+
+        if _c().setns(fd, 0x00020000) != 0:  # CLONE_NEWNS
+            err = ctypes.get_errno()
+            raise HookError(f"cannot enter the container's mount namespace {path}: "
+                            f"{os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
