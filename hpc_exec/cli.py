@@ -27,6 +27,7 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
     "hpc_exec.images_cli",
+    "hpc_exec.run_cli",
 ]
 
 

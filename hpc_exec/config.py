@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 
 from hpc_exec.errors import ConfigError
 
-__all__ = ["LockTimings", "Settings", "SquashfsOptions", "load_settings", "parse_settings"]
+__all__ = ["EnvironmentEdits", "LockTimings", "Settings", "SquashfsOptions", "UserMountRules",
+           "load_settings", "parse_settings"]
 
 DEFAULT_PATH = Path("/etc/hpc-exec/config.yaml")
 
@@ -38,6 +40,37 @@ class SquashfsOptions:
     block_size: int = 1 << 20
 
 
+def _install_prefix() -> str:
+    """Where hpc-exec is installed: users may not mount over it (``userMounts`` default)."""
+    import sys
+
+    if sys.prefix not in ("/", "/usr"):
+        return sys.prefix
+    return str(Path(__file__).resolve().parent)
+
+
+@dataclass(frozen=True)
+class UserMountRules:
+    """``userMounts``: destinations a user ``--mount`` may not use (site mounts are exempt).
+
+    The defaults are the ones the Sarus docs recommend; Sarus's installed config has none.
+    """
+
+    not_allowed_prefixes_of_path: tuple[str, ...] = field(
+        default_factory=lambda: ("/etc", "/var", _install_prefix()))
+    not_allowed_paths: tuple[str, ...] = ("/opt",)
+
+
+@dataclass(frozen=True)
+class EnvironmentEdits:
+    """``environment``: applied after the host and image environment, before ``-e``."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    prepend: tuple[tuple[str, str], ...] = ()
+    append: tuple[tuple[str, str], ...] = ()
+    unset: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
     source: str = "built-in defaults"
@@ -47,6 +80,23 @@ class Settings:
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     repository_metadata_lock_timings: LockTimings = field(default_factory=LockTimings)
     insecure_registries: tuple[str, ...] = ()
+    # -- run side (engine/runtime; docs/configuration.md) --
+    security_checks: bool = True
+    bundle_dir: Path = Path("/var/lib/hpc-exec/bundle")
+    rootfs_folder: str = "rootfs"
+    hooks_dir: Path = Path("/etc/hpc-exec/hooks.d")
+    runc_path: Path | None = None  # None: runc on PATH (or /usr/sbin)
+    init_path: Path | None = None  # None: tini-static, else tini
+    ram_filesystem_type: str = "tmpfs"
+    site_mounts: tuple[str, ...] = ()  # --mount syntax, parsed by engine.runtime.mounts
+    site_devices: tuple[str, ...] = ()  # --device syntax
+    environment: EnvironmentEdits = field(default_factory=EnvironmentEdits)
+    user_mounts: UserMountRules = field(default_factory=UserMountRules)
+    seccomp_profile: Path | None = None
+    apparmor_profile: str | None = None
+    selinux_label: str | None = None
+    selinux_mount_label: str | None = None
+    default_mpi_type: str | None = None
 
     def local_repository(self) -> Path:
         """The per-user local repository root."""
@@ -91,7 +141,7 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
     data = dict(data or {})
     _expect(data, dict, "(top level)")
     _keys(data, {"localRepositoryBaseDir", "centralizedRepositoryDir", "tempDir", "squashfs",
-                 "repositoryMetadataLockTimings", "insecureRegistries"}, "")
+                 "repositoryMetadataLockTimings", "insecureRegistries"} | RUNTIME_KEYS, "")
     kw: dict[str, Any] = {"source": source}
     if data.get("localRepositoryBaseDir") is not None:
         kw["local_repository_base_dir"] = _abspath(data["localRepositoryBaseDir"],
@@ -131,7 +181,108 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
         regs = _expect(data["insecureRegistries"], list, "insecureRegistries")
         kw["insecure_registries"] = tuple(
             _expect(r, str, f"insecureRegistries[{i}]") for i, r in enumerate(regs))
+    _parse_runtime(data, kw)
     return Settings(**kw)
+
+
+# -- run-side keys (issue 4) -----------------------------------------------------------------
+
+RUNTIME_KEYS = {"securityChecks", "bundleDir", "rootfsFolder", "hooksDir", "runcPath",
+                "initPath", "ramFilesystemType", "siteMounts", "siteDevices", "environment",
+                "userMounts", "seccompProfile", "apparmorProfile", "selinuxLabel",
+                "selinuxMountLabel", "defaultMPIType"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _env_map(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+    items = _expect(value, dict, path)
+    out = []
+    for name, val in items.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ConfigError(f"config key {path}.{name}: not a valid variable name")
+        out.append((name, str(_expect(val, (str, int, float), f"{path}.{name}"))))
+    return tuple(out)
+
+
+def _str_list(value: Any, path: str) -> tuple[str, ...]:
+    items = _expect(value, list, path)
+    return tuple(_expect(v, str, f"{path}[{i}]") for i, v in enumerate(items))
+
+
+def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
+    """Validate the run-side keys of ``data`` into ``kw`` (Settings keyword arguments)."""
+    if "securityChecks" in data:
+        kw["security_checks"] = _expect(data["securityChecks"], bool, "securityChecks")
+    for key, attr in (("bundleDir", "bundle_dir"), ("hooksDir", "hooks_dir"),
+                      ("runcPath", "runc_path"), ("initPath", "init_path"),
+                      ("seccompProfile", "seccomp_profile")):
+        if data.get(key) is not None:
+            kw[attr] = _abspath(data[key], key)
+    if "rootfsFolder" in data:
+        folder = _expect(data["rootfsFolder"], str, "rootfsFolder")
+        if not folder or "/" in folder or folder.startswith("."):
+            raise ConfigError(f"config key rootfsFolder: expected a plain folder name, "
+                              f"got {folder!r}")
+        kw["rootfs_folder"] = folder
+    if "ramFilesystemType" in data:
+        fs = _expect(data["ramFilesystemType"], str, "ramFilesystemType")
+        if fs not in ("tmpfs", "ramfs"):
+            raise ConfigError(f"config key ramFilesystemType: expected tmpfs or ramfs, "
+                              f"got {fs!r}")
+        kw["ram_filesystem_type"] = fs
+    for key, attr in (("apparmorProfile", "apparmor_profile"), ("selinuxLabel", "selinux_label"),
+                      ("selinuxMountLabel", "selinux_mount_label"),
+                      ("defaultMPIType", "default_mpi_type")):
+        if data.get(key) is not None:
+            kw[attr] = _expect(data[key], str, key)
+    from hpc_exec.engine.runtime import mounts  # the same parsers as --mount/--device
+
+    if "siteMounts" in data:
+        specs = []
+        for i, item in enumerate(_expect(data["siteMounts"], list, "siteMounts")):
+            text = mounts.mount_spec_text(item) if isinstance(item, dict) else item
+            text = _expect(text, str, f"siteMounts[{i}]")
+            try:
+                mounts.parse_mount(text)
+            except ValueError as exc:
+                raise ConfigError(f"config key siteMounts[{i}]: {exc}") from None
+            specs.append(text)
+        kw["site_mounts"] = tuple(specs)
+    if "siteDevices" in data:
+        devs = _str_list(data["siteDevices"], "siteDevices")
+        for i, text in enumerate(devs):
+            try:
+                mounts.parse_device(text)
+            except ValueError as exc:
+                raise ConfigError(f"config key siteDevices[{i}]: {exc}") from None
+        kw["site_devices"] = devs
+    if "environment" in data:
+        env = _expect(data["environment"], dict, "environment")
+        _keys(env, {"set", "prepend", "append", "unset"}, "environment.")
+        unset = _str_list(env.get("unset", []), "environment.unset")
+        for i, name in enumerate(unset):
+            if not _ENV_NAME.match(name):
+                raise ConfigError(f"config key environment.unset[{i}]: not a valid variable "
+                                  f"name: {name!r}")
+        kw["environment"] = EnvironmentEdits(
+            set=_env_map(env.get("set", {}), "environment.set"),
+            prepend=_env_map(env.get("prepend", {}), "environment.prepend"),
+            append=_env_map(env.get("append", {}), "environment.append"),
+            unset=unset)
+    if "userMounts" in data:
+        um = _expect(data["userMounts"], dict, "userMounts")
+        _keys(um, {"notAllowedPrefixesOfPath", "notAllowedPaths"}, "userMounts.")
+        rules: dict[str, Any] = {}
+        for key, attr in (("notAllowedPrefixesOfPath", "not_allowed_prefixes_of_path"),
+                          ("notAllowedPaths", "not_allowed_paths")):
+            if key in um:
+                paths = _str_list(um[key], f"userMounts.{key}")
+                for i, p in enumerate(paths):
+                    if not p.startswith("/"):
+                        raise ConfigError(f"config key userMounts.{key}[{i}]: expected an "
+                                          f"absolute path, got {p!r}")
+                rules[attr] = tuple(os.path.normpath(p) for p in paths)
+        kw["user_mounts"] = UserMountRules(**rules)
 
 
 def _load_file(path: Path) -> Settings:

@@ -33,8 +33,8 @@ from typing import IO
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "require", "run", "spawn",
-           "terminate"]
+__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "launch", "require", "run",
+           "spawn", "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -306,3 +306,48 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+def launch(
+    argv: Sequence[str],
+    *,
+    desc: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    pass_fds: Sequence[int] = (),
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+    parent_death_signal: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child that shares our stdio (unless redirected) and our process group.
+
+    For the foreground program of ``hpc-exec run`` (runc, which must stay in the terminal's
+    process group for ``-t``) and its helpers (squashfuse_ll). The caller waits for it, forwards
+    signals to it by PID and stops it by PID. ``parent_death_signal`` is delivered to the child
+    if we die first (PR_SET_PDEATHSIG), so a helper never outlives a SIGKILLed engine.
+    """
+    argv = [str(a) for a in argv]
+    exe = require(argv[0])
+    log.debug("launching (%s): %s", desc, _shown(argv))
+    preexec = None
+    if parent_death_signal is not None:
+        sig = int(parent_death_signal)
+
+        def preexec() -> None:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    try:
+        return subprocess.Popen(
+            [exe, *argv[1:]],
+            stdin=None if stdout is None else subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            preexec_fn=preexec,
+        )
+    except OSError as exc:
+        raise CommandFailed(desc, argv, 127, str(exc)) from exc

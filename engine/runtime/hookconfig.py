@@ -1,0 +1,206 @@
+"""Read ``hooks.d/*.json`` (OCI hook schema 1.0.0) and select the hooks for one container.
+
+Reading and validating are separate from selecting (containers/common does the same):
+:func:`load_hooks` reads every ``*.json`` in the directory in lexicographic file-name order and
+validates it, raising :class:`~hpc_exec.errors.ConfigError` naming the file for anything
+malformed; :func:`select_hooks` keeps the hooks whose ``when`` conditions all hold and
+:func:`hooks_by_stage` groups them for config.json, keeping file order within each stage.
+
+A hook file::
+
+    {"version": "1.0.0",
+     "hook": {"path": "/usr/bin/x", "args": ["x", "--flag"], "env": ["A=b"], "timeout": 10},
+     "when": {"always": true, "annotations": {"^com.hooks.mpi.enabled$": "^true$"},
+              "commands": ["^/bin/sh$"], "hasBindMounts": true},
+     "stages": ["prestart", "createContainer"]}
+
+``when`` semantics (OCI hooks 1.0.0): every condition given must hold; ``annotations`` needs,
+for each (key regex, value regex) pair, some annotation whose key and value both match;
+``commands`` needs the container's argv[0] to match one of the regexes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_exec.errors import ConfigError
+
+__all__ = ["STAGES", "Hook", "hooks_by_stage", "load_hooks", "mpi_types", "select_hooks"]
+
+STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+          "poststop")
+
+
+@dataclass(frozen=True)
+class Hook:
+    name: str  # file name without .json
+    file: Path
+    path: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    timeout: int | None
+    always: bool | None
+    annotations: tuple[tuple[str, str], ...]
+    commands: tuple[str, ...]
+    has_bind_mounts: bool | None
+    stages: tuple[str, ...]
+
+    def oci(self) -> dict[str, Any]:
+        """The hook entry of config.json."""
+        out: dict[str, Any] = {"path": self.path}
+        if self.args:
+            out["args"] = list(self.args)
+        if self.env:
+            out["env"] = list(self.env)
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
+
+
+def _bad(file: Path, what: str) -> ConfigError:
+    return ConfigError(f"hook file {file}: {what}")
+
+
+def _regex(file: Path, text: Any, where: str) -> str:
+    if not isinstance(text, str):
+        raise _bad(file, f"{where}: expected a regular expression string, got {text!r}")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _bad(file, f"{where}: invalid regular expression {text!r}: {exc}") from None
+    return text
+
+
+def _strings(file: Path, value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(file, f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def parse_hook(file: Path, data: Any) -> Hook:
+    """Validate one parsed hook file."""
+    if not isinstance(data, dict):
+        raise _bad(file, "expected a JSON object")
+    unknown = set(data) - {"version", "hook", "when", "stages"}
+    if unknown:
+        raise _bad(file, f"unknown key(s) {', '.join(sorted(unknown))}")
+    if data.get("version") != "1.0.0":
+        raise _bad(file, f"unsupported version {data.get('version')!r} (expected '1.0.0')")
+    hook = data.get("hook")
+    if not isinstance(hook, dict):
+        raise _bad(file, "missing 'hook' object")
+    unknown = set(hook) - {"path", "args", "env", "timeout"}
+    if unknown:
+        raise _bad(file, f"hook: unknown key(s) {', '.join(sorted(unknown))}")
+    path = hook.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _bad(file, f"hook.path: expected an absolute path, got {path!r}")
+    timeout = hook.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or timeout <= 0):
+        raise _bad(file, f"hook.timeout: expected a positive integer, got {timeout!r}")
+    when = data.get("when")
+    if not isinstance(when, dict) or not when:
+        raise _bad(file, "missing 'when' object (at least one condition)")
+    unknown = set(when) - {"always", "annotations", "commands", "hasBindMounts"}
+    if unknown:
+        raise _bad(file, f"when: unknown key(s) {', '.join(sorted(unknown))}")
+    for key in ("always", "hasBindMounts"):
+        if key in when and not isinstance(when[key], bool):
+            raise _bad(file, f"when.{key}: expected true or false, got {when[key]!r}")
+    ann = when.get("annotations", {})
+    if not isinstance(ann, dict):
+        raise _bad(file, f"when.annotations: expected an object, got {ann!r}")
+    stages = data.get("stages")
+    stage_list = _strings(file, stages, "stages")
+    if not stage_list:
+        raise _bad(file, "stages: at least one stage is required")
+    for stage in stage_list:
+        if stage not in STAGES:
+            raise _bad(file, f"stages: unknown stage {stage!r} (known: {', '.join(STAGES)})")
+    return Hook(
+        name=file.name.removesuffix(".json"),
+        file=file,
+        path=path,
+        args=_strings(file, hook.get("args", []), "hook.args"),
+        env=_strings(file, hook.get("env", []), "hook.env"),
+        timeout=timeout,
+        always=when.get("always"),
+        annotations=tuple((_regex(file, k, "when.annotations key"),
+                           _regex(file, v, f"when.annotations[{k!r}]")) for k, v in ann.items()),
+        commands=tuple(_regex(file, c, "when.commands")
+                       for c in _strings(file, when.get("commands", []), "when.commands")),
+        has_bind_mounts=when.get("hasBindMounts"),
+        stages=stage_list,
+    )
+
+
+def hook_files(directory: Path) -> list[Path]:
+    """``directory/*.json`` in lexicographic order; none if the directory does not exist."""
+    try:
+        return sorted((p for p in directory.iterdir() if p.name.endswith(".json")),
+                      key=lambda p: p.name)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"cannot read hooks directory {directory}: {exc.strerror}") from None
+
+
+def load_hooks(directory: Path) -> list[Hook]:
+    """Read and validate every hook file of ``directory`` (see the module docstring)."""
+    hooks = []
+    for file in hook_files(directory):
+        try:
+            data = json.loads(file.read_text())
+        except OSError as exc:
+            raise _bad(file, f"cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise _bad(file, f"not valid JSON: {exc}") from None
+        hooks.append(parse_hook(file, data))
+    return hooks
+
+
+def _when_holds(hook: Hook, annotations: Mapping[str, str], argv0: str,
+                has_bind_mounts: bool) -> bool:
+    if hook.always is not None and not hook.always:
+        return False
+    for key_re, value_re in hook.annotations:
+        if not any(re.search(key_re, k) and re.search(value_re, v)
+                   for k, v in annotations.items()):
+            return False
+    if hook.commands and not any(re.search(c, argv0) for c in hook.commands):
+        return False
+    if hook.has_bind_mounts is not None and hook.has_bind_mounts != has_bind_mounts:
+        return False
+    return True
+
+
+def select_hooks(hooks: Sequence[Hook], *, annotations: Mapping[str, str], argv0: str,
+                 has_bind_mounts: bool) -> list[Hook]:
+    """The hooks whose ``when`` conditions all hold, in file order."""
+    return [h for h in hooks if _when_holds(h, annotations, argv0, has_bind_mounts)]
+
+
+def hooks_by_stage(hooks: Sequence[Hook]) -> dict[str, list[dict[str, Any]]]:
+    """config.json's ``hooks`` object: stage -> hook entries, in file order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for stage in STAGES:
+        entries = [h.oci() for h in hooks if stage in h.stages]
+        if entries:
+            out[stage] = entries
+    return out
+
+
+def mpi_types(hooks: Sequence[Hook]) -> list[tuple[Hook, str]]:
+    """(hook, MPI type) for hooks selected by a ``com.hooks.mpi.type`` annotation."""
+    out = []
+    for hook in hooks:
+        for key_re, value_re in hook.annotations:
+            if re.search(key_re, "com.hooks.mpi.type"):
+                out.append((hook, value_re.removeprefix("^").removesuffix("$")))
+    return out

@@ -1,0 +1,172 @@
+"""Pure rules for what runs in the container: image config, process args, env, annotations.
+
+* :class:`ImageConfig` is the part of an OCI image config the run side needs (entrypoint, cmd,
+  env, workdir, labels), read from the image's ``metadata`` JSON.
+* :func:`process_args` applies the Sarus CLI rules: arguments after the image replace cmd;
+  ``--entrypoint X`` replaces the entrypoint and discards cmd; ``--entrypoint ""`` removes it.
+* :func:`merge_environment` merges, in this order: host, image, site set/prepend/append/unset,
+  ``-e``. ``-e NAME`` copies the host value (ignored if unset); ``-e NAME=`` sets it empty.
+  ``CUDA_VISIBLE_DEVICES`` on the host sets ``NVIDIA_VISIBLE_DEVICES`` and is renumbered from 0,
+  as Sarus documents (the container sees only the granted GPUs, numbered 0..n-1).
+* :func:`annotations` layers the engine's own, then image labels, then ``--annotation``.
+
+Nothing here touches the system; bad input raises :class:`~hpc_exec.errors.InvalidInput`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_exec.errors import InvalidInput
+
+__all__ = ["ImageConfig", "annotations", "cuda_renumber", "merge_environment",
+           "parse_annotation", "parse_env_option", "process_args"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/"
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ImageConfig:
+        """From metadata JSON (keys entrypoint, cmd, env, workdir, labels; OCI names too)."""
+        def get(*keys: str) -> Any:
+            for k in keys:
+                if data.get(k) is not None:
+                    return data[k]
+            return None
+
+        env_raw = get("env", "Env") or []
+        if isinstance(env_raw, Mapping):
+            env = tuple((str(k), str(v)) for k, v in env_raw.items())
+        else:
+            env = tuple((e.partition("=")[0], e.partition("=")[2]) for e in env_raw)
+        labels = get("labels", "Labels") or {}
+        return cls(
+            entrypoint=tuple(get("entrypoint", "Entrypoint") or ()),
+            cmd=tuple(get("cmd", "Cmd") or ()),
+            env=env,
+            workdir=get("workdir", "WorkingDir") or "/",
+            labels=tuple((str(k), str(v)) for k, v in labels.items()),
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> ImageConfig:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"cannot read image metadata {path}: {exc}") from None
+        if isinstance(data.get("config"), Mapping):  # a raw OCI image config
+            data = data["config"]
+        return cls.from_mapping(data)
+
+
+def process_args(image: ImageConfig, args: Sequence[str], entrypoint: str | None) -> list[str]:
+    """The container's argv. ``entrypoint`` None: image's; "": none; else replaces it."""
+    if entrypoint is None:
+        ep: list[str] = list(image.entrypoint)
+        cmd = list(args) if args else list(image.cmd)
+    else:
+        ep = [entrypoint] if entrypoint else []
+        cmd = list(args)
+    argv = ep + cmd
+    if not argv:
+        raise InvalidInput("no command to run: the image has no entrypoint or cmd and none "
+                           "was given after the image")
+    return argv
+
+
+def parse_env_option(text: str) -> tuple[str, str | None]:
+    """``-e NAME=VALUE`` -> (NAME, VALUE); ``-e NAME`` -> (NAME, None)."""
+    name, sep, value = text.partition("=")
+    if not name or not _NAME.match(name):
+        raise InvalidInput(f"invalid environment variable name in -e {text!r}")
+    return name, (value if sep else None)
+
+
+def cuda_renumber(value: str) -> str:
+    """``CUDA_VISIBLE_DEVICES=2,5`` on the host becomes ``0,1`` in the container."""
+    ids = [v.strip() for v in value.split(",") if v.strip()]
+    return ",".join(str(i) for i in range(len(ids)))
+
+
+def _edit(env: dict[str, str], name: str, value: str, where: str) -> None:
+    old = env.get(name)
+    if where == "prepend":
+        env[name] = value + (":" + old if old else "")
+    else:
+        env[name] = (old + ":" if old else "") + value
+
+
+def merge_environment(host: Mapping[str, str], image: ImageConfig, *,
+                      site_set: Sequence[tuple[str, str]] = (),
+                      site_prepend: Sequence[tuple[str, str]] = (),
+                      site_append: Sequence[tuple[str, str]] = (),
+                      site_unset: Sequence[str] = (),
+                      user: Sequence[tuple[str, str | None]] = ()) -> dict[str, str]:
+    """The container's environment (see the module docstring for the order)."""
+    env = dict(host)
+    env.update(image.env)
+    for name, value in site_set:
+        env[name] = value
+    for name, value in site_prepend:
+        _edit(env, name, value, "prepend")
+    for name, value in site_append:
+        _edit(env, name, value, "append")
+    for name in site_unset:
+        env.pop(name, None)
+    for name, value in user:
+        if value is None:
+            if name in host:
+                env[name] = host[name]
+        else:
+            env[name] = value
+    cuda = host.get("CUDA_VISIBLE_DEVICES")
+    if cuda and "CUDA_VISIBLE_DEVICES" in env and env["CUDA_VISIBLE_DEVICES"] == cuda:
+        env["NVIDIA_VISIBLE_DEVICES"] = cuda
+        env["CUDA_VISIBLE_DEVICES"] = cuda_renumber(cuda)
+    return env
+
+
+def parse_annotation(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise InvalidInput(f"invalid annotation {text!r} (expected KEY=VALUE)")
+    return key, value
+
+
+def annotations(*, mpi: bool = False, mpi_type: str | None = None,
+                default_mpi_type: str | None = None, glibc: bool = False, ssh: bool = False,
+                sync: bool = False, log_level: str | None = None,
+                labels: Sequence[tuple[str, str]] = (),
+                user: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+    """OCI annotations in rising precedence: the engine's, image labels, ``--annotation``."""
+    out: dict[str, str] = {}
+    if mpi or mpi_type:
+        out["com.hooks.mpi.enabled"] = "true"
+        kind = mpi_type or default_mpi_type
+        if kind:
+            out["com.hooks.mpi.type"] = kind
+    if glibc:
+        out["com.hooks.glibc.enabled"] = "true"
+    if ssh:
+        out["com.hooks.ssh.enabled"] = "true"
+        out["com.hooks.slurm-global-sync.enabled"] = "true"
+    if sync:
+        out["com.hooks.slurm-global-sync.enabled"] = "true"
+    if log_level:
+        out["com.hooks.logging.level"] = log_level
+    out.update(labels)
+    out.update(user)
+    return out

@@ -1,0 +1,399 @@
+"""Run one container: the per-task cycle of ``hpc-exec run``, top to bottom.
+
+:func:`run` takes an explicit :class:`Image` (a squashfs file plus its config), so it does not
+care where the image came from. The cycle:
+
+1. security checks on the files root trusts (``securityChecks``);
+2. the pure parts: mounts and devices (site, then user, checked against ``userMounts``),
+   process args, environment, annotations, hook selection;
+3. enter a private mount namespace (rootless: user + mount namespace) and build the bundle
+   (:mod:`bundle`);
+4. fork the *watchdog*: it sits in its own process group and, if the engine dies without
+   saying "done" (SIGKILL), kills the container's session, which runc's ``setsid`` put out of
+   reach of a process-group kill. Rootless, it also owns the user namespace the container
+   joins, which maps the caller's uid/gid back so that ``id`` shows the caller;
+5. write config.json and ``runc run`` it in our process group, forwarding SIGTERM, SIGINT,
+   SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2;
+6. tear down and return the container's exit status unchanged; a runc failure (an error in its
+   JSON log) raises :class:`~hpc_exec.errors.RuntimeFailure` instead.
+
+``in_process=True`` (the CLI) does all this in the calling process, which ends up inside the
+namespace; the default forks a child for it, so an API caller's process is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_exec.config import Settings, load_settings
+from hpc_exec.errors import HpcExecError, InvalidInput, RuntimeFailure
+
+__all__ = ["Image", "RunOptions", "run"]
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)
+
+
+@dataclass(frozen=True)
+class Image:
+    """What the run side needs of an image: the squashfs and its run config."""
+
+    squashfs: Path
+    config: Any  # options.ImageConfig
+    name: str = ""
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> Image:
+        """From the image side's ImageEntry (``.squashfs``, ``.metadata``)."""
+        from hpc_exec.engine.runtime.options import ImageConfig
+
+        return cls(Path(entry.squashfs), ImageConfig.from_file(Path(entry.metadata)),
+                   getattr(entry, "key", ""))
+
+    @classmethod
+    def from_squashfs(cls, path: Path) -> Image:
+        """A squashfs file, with its config from ``<name>.json`` beside it if present."""
+        from hpc_exec.engine.runtime.options import ImageConfig
+
+        meta = path.with_suffix(".json")
+        config = ImageConfig.from_file(meta) if meta.exists() else ImageConfig()
+        return cls(path, config, str(path))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    command: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()  # --mount values
+    devices: tuple[str, ...] = ()  # --device values
+    env: tuple[str, ...] = ()  # -e values
+    workdir: str | None = None
+    entrypoint: str | None = None  # None: the image's; "": none
+    init: bool = False
+    pid: str = "host"  # or "private"
+    mpi: bool = False
+    mpi_type: str | None = None
+    glibc: bool = False
+    ssh: bool = False
+    sync: bool = False
+    annotations: tuple[str, ...] = ()  # --annotation K=V
+    tty: bool = False
+    log_level: str | None = None
+    host_env: Mapping[str, str] | None = field(default=None, compare=False)  # None: os.environ
+
+
+@dataclass
+class _Plan:
+    args: list[str]
+    env: dict[str, str]
+    cwd: str
+    mounts: list[Any]
+    devices: list[Any]
+    annotations: dict[str, str]
+    hooks: dict[str, list[dict[str, Any]]]
+    init_path: str | None
+    seccomp: dict[str, Any] | None
+    runc: str
+
+
+def _find_init(settings: Settings) -> str:
+    import shutil
+
+    if settings.init_path is not None:
+        return str(settings.init_path)
+    for name in ("tini-static", "tini"):
+        found = shutil.which(name)
+        if found:
+            return found
+    from hpc_exec.errors import MissingDependency
+
+    raise MissingDependency("tini", "tini")
+
+
+def _device_node(spec: Any) -> Any:
+    from hpc_exec.engine.runtime.spec import DeviceNode
+
+    try:
+        st = os.stat(spec.source)
+    except OSError as exc:
+        raise InvalidInput(f"device {spec.source}: {exc.strerror}") from None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise InvalidInput(f"device {spec.source} is not a character or block device")
+    return DeviceNode(spec.destination, kind, os.major(st.st_rdev), os.minor(st.st_rdev),
+                      stat.S_IMODE(st.st_mode), spec.access)
+
+
+def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
+    """Everything that needs no namespace: pure rules plus a few stats (step 2)."""
+    from hpc_exec.engine.runtime import hookconfig, mounts, runc
+    from hpc_exec.engine.runtime import options as opts
+
+    rules = settings.user_mounts
+    site = [mounts.parse_mount(t) for t in settings.site_mounts]
+    user = []
+    for text in options.mounts:
+        spec = mounts.parse_mount(text)
+        mounts.check_user_destination(spec.destination, rules.not_allowed_prefixes_of_path,
+                                      rules.not_allowed_paths)
+        user.append(spec)
+    for spec in site + user:
+        if not os.path.exists(spec.source):
+            raise InvalidInput(f"mount source {spec.source} does not exist")
+    devices = [_device_node(mounts.parse_device(t))
+               for t in (*settings.site_devices, *options.devices)]
+    args = opts.process_args(image.config, options.command, options.entrypoint)
+    host = dict(os.environ if options.host_env is None else options.host_env)
+    edits = settings.environment
+    env = opts.merge_environment(host, image.config, site_set=edits.set,
+                                 site_prepend=edits.prepend, site_append=edits.append,
+                                 site_unset=edits.unset,
+                                 user=[opts.parse_env_option(e) for e in options.env])
+    user_ann = [opts.parse_annotation(a) for a in options.annotations]
+    if options.pid not in ("host", "private"):
+        raise InvalidInput(f"invalid --pid {options.pid!r} (expected host or private)")
+    ann = opts.annotations(mpi=options.mpi, mpi_type=options.mpi_type,
+                           default_mpi_type=settings.default_mpi_type, glibc=options.glibc,
+                           ssh=options.ssh, sync=options.sync, log_level=options.log_level,
+                           labels=image.config.labels, user=user_ann)
+    hooks = hookconfig.load_hooks(settings.hooks_dir)
+    selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
+                                       has_bind_mounts=bool(site or user))
+    cwd = options.workdir or image.config.workdir or "/"
+    if not cwd.startswith("/"):
+        raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
+    init_path = _find_init(settings) if options.init else None
+    seccomp = None
+    if settings.seccomp_profile is not None:
+        try:
+            seccomp = json.loads(settings.seccomp_profile.read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeFailure(f"cannot read seccompProfile {settings.seccomp_profile}: "
+                                 f"{exc}") from None
+    runc_path = runc.find_runc(settings.runc_path)
+    if settings.security_checks:
+        from hpc_exec.engine.runtime.security import check_all
+
+        trusted: list[tuple[Path, str]] = []
+        if settings.source.startswith("/"):
+            trusted.append((Path(settings.source), "the site config"))
+        trusted += [(h.file, "hook file") for h in hooks]
+        trusted += [(Path(h.path), f"hook executable of {h.file.name}") for h in selected]
+        trusted.append((Path(runc_path), "runc"))
+        if init_path:
+            trusted.append((Path(init_path), "the init binary"))
+        check_all(trusted)
+    return _Plan(args, env, cwd, site + user, devices, ann,
+                 hookconfig.hooks_by_stage(selected), init_path, seccomp, runc_path)
+
+
+# -- the watchdog ----------------------------------------------------------------------------
+
+def _sessions_of(leader: int) -> list[int]:
+    """PIDs whose session id is ``leader`` (the container's processes)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 4 and int(fields[4]) == leader:
+            out.append(int(entry))
+    return out
+
+
+def _watchdog(ctl: int, ready: int, pid_file: Path, userns: tuple[int, int] | None) -> None:
+    """Body of the watchdog child; never returns."""
+    code = 0
+    try:
+        os.setpgid(0, 0)
+        if userns is not None:
+            from hpc_exec.engine.runtime import _linux
+
+            _linux.unshare(_linux.CLONE_NEWUSER)
+            _linux.write_id_maps(f"{userns[0]} 0 1", f"{userns[1]} 0 1")
+        os.write(ready, b"r")
+        os.close(ready)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        data = b""
+        while True:
+            chunk = os.read(ctl, 64)
+            if not chunk:
+                break
+            data += chunk
+        if b"done" not in data:  # the engine died: kill what runc left behind
+            try:
+                leader = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                leader = 0
+            if leader > 1:
+                for pid in [leader, *_sessions_of(leader)]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
+def _start_watchdog(pid_file: Path, userns: tuple[int, int] | None) -> tuple[int, int]:
+    """Fork the watchdog; return (its pid, the write end of its control pipe)."""
+    ctl_r, ctl_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ctl_w)
+        os.close(ready_r)
+        _watchdog(ctl_r, ready_w, pid_file, userns)
+    os.close(ctl_r)
+    os.close(ready_w)
+    ok = os.read(ready_r, 1)
+    os.close(ready_r)
+    if ok != b"r":
+        os.close(ctl_w)
+        raise RuntimeFailure("cannot set up the container's user namespace")
+    os.set_inheritable(ctl_w, False)
+    return pid, ctl_w
+
+
+# -- the cycle ---------------------------------------------------------------------------------
+
+def _run_here(options: RunOptions, image: Image, settings: Settings) -> int:
+    from hpc_exec.engine.runtime import bundle as _bundle
+    from hpc_exec.engine.runtime import runc, spec
+
+    from hpc_exec import process
+
+    rootless = os.geteuid() != 0
+    p = plan(options, image, settings)
+    if not image.squashfs.is_file():
+        raise InvalidInput(f"image file {image.squashfs} does not exist")
+    root = _bundle.bundle_dir(settings, rootless)
+    uid, gid = os.getuid(), os.getgid()
+    groups = os.getgroups()
+    _bundle.enter_private_namespace(rootless)
+    b = _bundle.prepare(settings, image.squashfs, root, rootless)
+    ctl = -1
+    try:
+        wd_pid, ctl = _start_watchdog(b.pid_file, (uid, gid) if rootless else None)
+        config = spec.build_config(
+            args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
+            rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
+            pid_private=options.pid == "private", annotations=p.annotations, hooks=p.hooks,
+            mounts=[*p.mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
+            seccomp=p.seccomp, apparmor_profile=settings.apparmor_profile,
+            selinux_label=settings.selinux_label,
+            selinux_mount_label=settings.selinux_mount_label,
+            userns_path=f"/proc/{wd_pid}/ns/user" if rootless else None)
+        b.config_path.write_text(json.dumps(config))
+        argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
+                             state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
+                             rootless=rootless)
+        status = _run_runc(argv, process)
+        if status != 0:
+            try:
+                errors = runc.log_errors(b.log_path.read_text(errors="replace"))
+            except OSError:
+                errors = []
+            if errors:
+                raise RuntimeFailure(f"runc failed: {errors[-1]}")
+        return status
+    finally:
+        if ctl >= 0:
+            os.write(ctl, b"done")
+            os.close(ctl)
+        b.close()
+
+
+def _run_runc(argv: list[str], process: Any) -> int:
+    child = process.launch(argv, desc="running the container (runc run)")
+    previous = {}
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        rc = int(child.wait())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - rc if rc < 0 else rc
+
+
+def _run_forked(options: RunOptions, image: Image, settings: Settings) -> int:
+    """Run in a forked child (the caller's process stays out of the namespace)."""
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(err_r)
+        code = 125
+        try:
+            code = _run_here(options, image, settings)
+        except HpcExecError as exc:
+            os.write(err_w, json.dumps({"class": type(exc).__name__, "message": exc.message,
+                                        "hint": exc.hint}).encode())
+            code = int(exc.exit_code)
+        except BaseException as exc:  # a bug: report it in the parent
+            os.write(err_w, json.dumps({"class": "RuntimeFailure",
+                                        "message": f"{type(exc).__name__}: {exc}",
+                                        "hint": None}).encode())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(err_w)
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    with os.fdopen(err_r, "rb") as f:
+        report = f.read()
+    if report:
+        from hpc_exec import errors
+
+        data = json.loads(report)
+        cls = getattr(errors, data["class"], RuntimeFailure)
+        exc = HpcExecError.__new__(cls)
+        HpcExecError.__init__(exc, data["message"], hint=data["hint"])
+        raise exc
+    return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else \
+        128 + os.WTERMSIG(status)
+
+
+def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
+        in_process: bool = False) -> int:
+    """Run ``image`` with ``options``; return the container's exit status (module docstring)."""
+    settings = settings or load_settings()
+    if in_process:
+        return _run_here(options, image, settings)
+    return _run_forked(options, image, settings)

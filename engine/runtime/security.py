@@ -1,0 +1,53 @@
+"""Security checks on the files the engine trusts (when ``securityChecks`` is on).
+
+The site config, the hook JSON files, the hook executables, runc and the init binary must be
+owned by root and not writable by group or others, and so must every directory up to ``/``:
+otherwise another user could swap what root runs. A root-owned sticky directory (``/tmp``) is
+accepted: its sticky bit already stops others from replacing root's entries. A violation is
+a :class:`~hpc_exec.errors.SecurityError` naming the offending file or directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from hpc_exec.errors import SecurityError
+
+__all__ = ["check_all", "check_trusted"]
+
+
+def _check_one(path: Path, what: str, original: Path) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SecurityError(f"security check on {what} {original}: cannot stat {path}: "
+                            f"{exc.strerror}") from None
+    if st.st_uid != 0:
+        raise SecurityError(f"security check on {what}: {path} is not owned by root "
+                            f"(uid {st.st_uid})",
+                            hint="fix its ownership, or turn securityChecks off in the site "
+                            "config")
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+        raise SecurityError(f"security check on {what}: {path} is writable by group or others "
+                            f"(mode {stat.S_IMODE(st.st_mode):o})",
+                            hint="chmod go-w it, or turn securityChecks off in the site config")
+
+
+def check_trusted(path: Path, what: str) -> None:
+    """Check ``path`` (symlinks resolved) and every parent directory up to ``/``."""
+    real = Path(os.path.realpath(path))
+    _check_one(real, what, path)
+    for parent in real.parents:
+        _check_one(parent, what, path)
+
+
+def check_all(items: Iterable[tuple[Path, str]]) -> None:
+    seen: set[Path] = set()
+    for path, what in items:
+        if path not in seen:
+            seen.add(path)
+            check_trusted(path, what)

@@ -1,0 +1,157 @@
+"""Build config.json: the OCI runtime spec 1.0.2, as runc 1.1.5 accepts it (pure).
+
+What every container gets, whoever asks (shared/DESIGN.md §4):
+
+* the caller's uid, gid and (as root) supplementary groups; no capabilities at all;
+  ``noNewPrivileges``; the host network; the host PID namespace unless ``--pid=private``;
+* only a mount namespace of its own (plus, rootless, a user namespace mapping the caller's
+  uid/gid to the user that owns the engine's namespace, so ``id`` shows the caller);
+* ``/proc``, a small ``/dev`` tmpfs with devpts, the host's ``/dev/shm`` (MPI ranks in
+  different containers share memory through it) and a read-only ``/sys``; then the site and
+  user bind mounts, all ``nosuid,nodev``;
+* the selected hooks and the annotations; seccomp/AppArmor/SELinux settings passed through.
+
+The rootfs itself is the overlay prepared by :mod:`bundle` (nosuid, nodev, tmpfs upper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpc_exec.engine.runtime.mounts import MountSpec
+
+__all__ = ["INIT_DESTINATION", "DeviceNode", "build_config"]
+
+INIT_DESTINATION = "/dev/init"
+
+# runc's own defaults (runc spec): hide kernel interfaces a container has no business with.
+MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A host device node resolved for the container (``--device`` / ``siteDevices``)."""
+
+    path: str  # in the container
+    type: str  # "c" or "b"
+    major: int
+    minor: int
+    file_mode: int
+    access: str
+
+
+def _bind(spec: MountSpec) -> dict[str, Any]:
+    options = ["rbind", "nosuid", "nodev", "rprivate"]
+    if spec.readonly:
+        options.append("ro")
+    return {"destination": spec.destination, "type": "bind", "source": spec.source,
+            "options": options}
+
+
+def _base_mounts(rootless: bool, pid_private: bool) -> list[dict[str, Any]]:
+    if rootless and not pid_private:
+        # A user namespace cannot mount a fresh procfs for the host PID namespace; bind it.
+        proc: dict[str, Any] = {"destination": "/proc", "type": "bind", "source": "/proc",
+                                "options": ["rbind", "nosuid", "noexec", "nodev"]}
+    else:
+        proc = {"destination": "/proc", "type": "proc", "source": "proc",
+                "options": ["nosuid", "noexec", "nodev"]}
+    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    if not rootless:
+        pts.append("gid=5")
+    return [
+        proc,
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": pts},
+        {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+         "options": ["rbind", "nosuid", "nodev", "rprivate"]},
+        {"destination": "/sys", "type": "bind", "source": "/sys",
+         "options": ["rbind", "nosuid", "noexec", "nodev", "ro", "rprivate"]},
+    ]
+
+
+def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: int, gid: int,
+                 groups: Sequence[int], rootfs: str, terminal: bool = False,
+                 rootless: bool = False, pid_private: bool = False,
+                 annotations: Mapping[str, str] | None = None,
+                 hooks: Mapping[str, list[dict[str, Any]]] | None = None,
+                 mounts: Sequence[MountSpec] = (), devices: Sequence[DeviceNode] = (),
+                 init_path: str | None = None, seccomp: Mapping[str, Any] | None = None,
+                 apparmor_profile: str | None = None, selinux_label: str | None = None,
+                 selinux_mount_label: str | None = None,
+                 userns_path: str | None = None) -> dict[str, Any]:
+    """The config.json document (see the module docstring)."""
+    user: dict[str, Any] = {"uid": uid, "gid": gid}
+    if groups and not rootless:  # setgroups is denied in an unprivileged user namespace
+        user["additionalGids"] = sorted(set(groups) - {gid})
+    argv = list(args)
+    all_mounts = _base_mounts(rootless, pid_private) + [_bind(m) for m in mounts]
+    if init_path:
+        argv = [INIT_DESTINATION, "--", *argv]
+        all_mounts.append({"destination": INIT_DESTINATION, "type": "bind", "source": init_path,
+                           "options": ["bind", "ro", "nosuid", "nodev"]})
+    process: dict[str, Any] = {
+        "terminal": terminal,
+        "user": user,
+        "args": argv,
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "cwd": cwd,
+        "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [],
+                         "ambient": []},
+        "noNewPrivileges": True,
+    }
+    if apparmor_profile:
+        process["apparmorProfile"] = apparmor_profile
+    if selinux_label:
+        process["selinuxLabel"] = selinux_label
+    namespaces: list[dict[str, str]] = [{"type": "mount"}]
+    if pid_private:
+        namespaces.append({"type": "pid"})
+    linux: dict[str, Any] = {
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    }
+    if rootless:
+        # The engine's namespace maps the caller to 0 (it needs root there to mount). The
+        # container joins a second one, made by the watchdog, that maps 0 back to the caller's
+        # uid/gid. runc insists on a mapping for uid 0 even when it joins a namespace and does
+        # not write the maps itself; the one given here only sets device ownership.
+        if userns_path:
+            namespaces.insert(0, {"type": "user", "path": userns_path})
+            linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+            linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+        else:
+            namespaces.insert(0, {"type": "user"})
+            linux["uidMappings"] = [{"containerID": uid, "hostID": 0, "size": 1}]
+            linux["gidMappings"] = [{"containerID": gid, "hostID": 0, "size": 1}]
+    if devices:
+        linux["devices"] = [{"path": d.path, "type": d.type, "major": d.major,
+                             "minor": d.minor, "fileMode": d.file_mode, "uid": 0, "gid": 0}
+                            for d in devices]
+        if not rootless:
+            linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}] + [
+                {"allow": True, "type": d.type, "major": d.major, "minor": d.minor,
+                 "access": d.access} for d in devices]}
+    if seccomp:
+        linux["seccomp"] = dict(seccomp)
+    if selinux_mount_label:
+        linux["mountLabel"] = selinux_mount_label
+    config: dict[str, Any] = {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": rootfs, "readonly": False},
+        "mounts": all_mounts,
+        "linux": linux,
+    }
+    if hooks:
+        config["hooks"] = dict(hooks)
+    if annotations:
+        config["annotations"] = dict(annotations)
+    return config

@@ -1,0 +1,104 @@
+"""``hpc-exec run`` and ``hpc-exec hooks``.
+
+``run`` is on every task's hot path: this module imports only argparse at load time, and the
+handler imports the runtime (and the image side only when IMAGE is a reference, not a file).
+Everything after IMAGE belongs to the container, options included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["add_parser", "hooks_command", "run_command"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run a command in a container",
+        description="Run IMAGE (a reference in the local or centralized repository, or a path "
+        "to a squashfs file) with runc. Everything after IMAGE is the container's command. "
+        "Exits with the container's own status; engine failures use codes 110-125 "
+        "(docs/exit-codes.md).")
+    p.add_argument("--mount", action="append", default=[], metavar="SPEC",
+                   help="type=bind,src=/host/path,dst=/container/path[,readonly]")
+    p.add_argument("--device", action="append", default=[], metavar="SPEC",
+                   help="/dev/host[:/dev/container][:rwm]")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="set a variable (NAME alone copies the host's value)")
+    p.add_argument("-w", "--workdir", default=None, metavar="DIR",
+                   help="working directory in the container (created if missing)")
+    p.add_argument("--entrypoint", default=None, metavar="X",
+                   help="replace the image's entrypoint (and drop its cmd); '' removes it")
+    p.add_argument("--init", action="store_true", help="run tini as PID 1")
+    p.add_argument("--pid", choices=("host", "private"), default="host",
+                   help="PID namespace (default: the host's, as MPI needs)")
+    p.add_argument("--mpi", action="store_true", help="enable the MPI hook (default MPI type)")
+    p.add_argument("--mpi-type", default=None, metavar="T", help="enable the MPI hook for T")
+    p.add_argument("--glibc", action="store_true", help="enable the glibc hook")
+    p.add_argument("--ssh", action="store_true", help="enable the SSH hook (and the barrier)")
+    p.add_argument("--sync", action="store_true",
+                   help="enable the Slurm global-sync barrier hook")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V",
+                   help="OCI annotation; overrides the engine's and the image labels")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("--centralized-repository", action="store_true",
+                   help="take IMAGE from the centralized repository")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD ARG...")
+    p.set_defaults(handler=run_command)
+
+    h = sub.add_parser("hooks", help="list the OCI hooks of the site's hooks.d",
+                       description="List the hooks configured in hooksDir: NAME, PATH, "
+                       "STAGES; with --mpi, the MPI hooks and their MPI TYPE.")
+    h.add_argument("--mpi", action="store_true", help="list the MPI hooks and types")
+    h.set_defaults(handler=hooks_command)
+
+
+def _image(ref: str, centralized: bool) -> Any:
+    from pathlib import Path
+
+    from hpc_exec.engine.runtime.run import Image
+
+    if ("/" in ref or ref.endswith((".sqfs", ".squashfs"))) and os.path.isfile(ref):
+        return Image.from_squashfs(Path(ref).absolute())
+    from hpc_exec.engine import lookup
+
+    return Image.from_entry(lookup(ref, centralized=True if centralized else None))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from hpc_exec.engine.runtime.run import RunOptions, run
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    options = RunOptions(
+        command=tuple(command), mounts=tuple(args.mount), devices=tuple(args.device),
+        env=tuple(args.env), workdir=args.workdir, entrypoint=args.entrypoint,
+        init=args.init, pid=args.pid, mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc,
+        ssh=args.ssh, sync=args.sync, annotations=tuple(args.annotation), tty=args.tty,
+        log_level="debug" if getattr(args, "debug", False) else None)
+    image = _image(args.image, args.centralized_repository)
+    return run(options, image, in_process=True)
+
+
+def hooks_command(args: argparse.Namespace) -> int:
+    from hpc_exec.config import load_settings
+    from hpc_exec.engine.runtime.hookconfig import load_hooks, mpi_types
+
+    settings = load_settings()
+    hooks = load_hooks(settings.hooks_dir)
+    if args.mpi:
+        rows = [("NAME", "MPI TYPE")]
+        for hook, kind in mpi_types(hooks):
+            mark = " (default)" if kind == settings.default_mpi_type else ""
+            rows.append((hook.name, kind + mark))
+    else:
+        rows = [("NAME", "PATH", "STAGES")]  # type: ignore[list-item]
+        rows += [(h.name, h.path, ", ".join(h.stages)) for h in hooks]  # type: ignore[misc]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0

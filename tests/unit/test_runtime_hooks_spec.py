@@ -1,0 +1,113 @@
+"""hooks.d reading and selection (OCI hooks 1.0.0) and config.json generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hpc_exec.engine.runtime.hookconfig import hooks_by_stage, load_hooks, mpi_types, select_hooks
+from hpc_exec.engine.runtime.mounts import MountSpec
+from hpc_exec.engine.runtime.spec import DeviceNode, build_config
+
+from hpc_exec.errors import ConfigError
+
+
+def _hook(d: Path, name: str, when: dict[str, object], stages: list[str],
+          **hook: object) -> None:
+    (d / f"{name}.json").write_text(json.dumps({
+        "version": "1.0.0", "hook": {"path": f"/usr/bin/{name}", **hook},
+        "when": when, "stages": stages}))
+
+
+def test_load_order_and_selection(tmp_path: Path) -> None:
+    _hook(tmp_path, "20-mpi", {"annotations": {"^com.hooks.mpi.enabled$": "^true$",
+                                               "^com.hooks.mpi.type$": "^mpich$"}},
+          ["prestart"], args=["mpi", "-v"], env=["A=b"], timeout=10)
+    _hook(tmp_path, "10-always", {"always": True}, ["createContainer", "poststop"])
+    _hook(tmp_path, "30-cmd", {"commands": ["^/bin/sh$"]}, ["prestart"])
+    _hook(tmp_path, "40-binds", {"hasBindMounts": True}, ["startContainer"])
+    (tmp_path / "README").write_text("not a hook")
+    hooks = load_hooks(tmp_path)
+    assert [h.name for h in hooks] == ["10-always", "20-mpi", "30-cmd", "40-binds"]
+    mpi = {"com.hooks.mpi.enabled": "true", "com.hooks.mpi.type": "mpich"}
+    sel = select_hooks(hooks, annotations=mpi, argv0="/bin/sh", has_bind_mounts=False)
+    assert [h.name for h in sel] == ["10-always", "20-mpi", "30-cmd"]
+    sel = select_hooks(hooks, annotations={"com.hooks.mpi.enabled": "true",
+                                           "com.hooks.mpi.type": "openmpi"},
+                       argv0="/bin/bash", has_bind_mounts=True)
+    assert [h.name for h in sel] == ["10-always", "40-binds"]
+    stages = hooks_by_stage(select_hooks(hooks, annotations=mpi, argv0="x",
+                                         has_bind_mounts=False))
+    assert stages == {"prestart": [{"path": "/usr/bin/20-mpi", "args": ["mpi", "-v"],
+                                    "env": ["A=b"], "timeout": 10}],
+                      "createContainer": [{"path": "/usr/bin/10-always"}],
+                      "poststop": [{"path": "/usr/bin/10-always"}]}
+    assert [(h.name, t) for h, t in mpi_types(hooks)] == [("20-mpi", "mpich")]
+
+
+def test_missing_dir_means_no_hooks(tmp_path: Path) -> None:
+    assert load_hooks(tmp_path / "nope") == []
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", "not valid JSON"),
+    ('{"version": "2.0", "hook": {"path": "/x"}, "when": {"always": true}, '
+     '"stages": ["prestart"]}', "unsupported version '2.0'"),
+    ('{"version": "1.0.0", "hook": {"path": "x"}, "when": {"always": true}, '
+     '"stages": ["prestart"]}', "hook.path: expected an absolute path, got 'x'"),
+    ('{"version": "1.0.0", "hook": {"path": "/x"}, "when": {"always": true}, '
+     '"stages": ["prerun"]}', "unknown stage 'prerun'"),
+    ('{"version": "1.0.0", "hook": {"path": "/x"}, "when": {"annotations": {"(": "x"}}, '
+     '"stages": ["prestart"]}', "invalid regular expression '('"),
+    ('{"version": "1.0.0", "hook": {"path": "/x"}, "when": {"sometimes": true}, '
+     '"stages": ["prestart"]}', "when: unknown key(s) sometimes"),
+    ('{"version": "1.0.0", "hook": {"path": "/x", "timeout": 0}, "when": {"always": true}, '
+     '"stages": ["prestart"]}', "hook.timeout: expected a positive integer, got 0"),
+])
+def test_malformed_hook_names_the_file(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        load_hooks(tmp_path)
+    assert f"hook file {tmp_path / 'bad.json'}:" in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_config_json_root() -> None:
+    cfg = build_config(args=["sh"], env={"A": "1"}, cwd="/w", uid=1000, gid=100,
+                       groups=[100, 20, 30], rootfs="rootfs", annotations={"k": "v"},
+                       hooks={"prestart": [{"path": "/h"}]},
+                       mounts=[MountSpec("/s", "/d", True)],
+                       devices=[DeviceNode("/dev/fuse", "c", 10, 229, 0o666, "rw")],
+                       init_path="/usr/bin/tini", seccomp={"defaultAction": "SCMP_ACT_ALLOW"},
+                       apparmor_profile="ap", selinux_label="sl", selinux_mount_label="ml")
+    assert cfg["ociVersion"] == "1.0.2"
+    proc = cfg["process"]
+    assert proc["user"] == {"uid": 1000, "gid": 100, "additionalGids": [20, 30]}
+    assert proc["noNewPrivileges"] is True
+    assert all(v == [] for v in proc["capabilities"].values())
+    assert proc["args"] == ["/dev/init", "--", "sh"] and proc["env"] == ["A=1"]
+    assert proc["apparmorProfile"] == "ap" and proc["selinuxLabel"] == "sl"
+    assert cfg["linux"]["namespaces"] == [{"type": "mount"}]  # host network, PID, IPC, UTS
+    assert cfg["linux"]["mountLabel"] == "ml"
+    assert cfg["linux"]["seccomp"] == {"defaultAction": "SCMP_ACT_ALLOW"}
+    assert cfg["linux"]["resources"]["devices"][-1] == {
+        "allow": True, "type": "c", "major": 10, "minor": 229, "access": "rw"}
+    bind = next(m for m in cfg["mounts"] if m["destination"] == "/d")
+    assert bind["options"] == ["rbind", "nosuid", "nodev", "rprivate", "ro"]
+    init = next(m for m in cfg["mounts"] if m["destination"] == "/dev/init")
+    assert init["source"] == "/usr/bin/tini"
+    assert cfg["hooks"] == {"prestart": [{"path": "/h"}]} and cfg["annotations"] == {"k": "v"}
+    assert next(m for m in cfg["mounts"] if m["destination"] == "/proc")["type"] == "proc"
+
+
+def test_config_json_rootless_and_private_pid() -> None:
+    cfg = build_config(args=["sh"], env={}, cwd="/", uid=1000, gid=100, groups=[100, 20],
+                       rootfs="rootfs", rootless=True, userns_path="/proc/7/ns/user")
+    assert "additionalGids" not in cfg["process"]["user"]
+    assert cfg["linux"]["namespaces"][0] == {"type": "user", "path": "/proc/7/ns/user"}
+    assert next(m for m in cfg["mounts"] if m["destination"] == "/proc")["type"] == "bind"
+    cfg = build_config(args=["sh"], env={}, cwd="/", uid=0, gid=0, groups=[],
+                       rootfs="rootfs", pid_private=True)
+    assert {"type": "pid"} in cfg["linux"]["namespaces"]
+    assert "hooks" not in cfg and "annotations" not in cfg
