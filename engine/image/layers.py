@@ -25,11 +25,18 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import tarfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
+
+from hpc_exec.engine.image.tarstream import (
+    Member,
+    Reader,
+    TarFormatError,
+    end_of_archive,
+    renamed_header,
+)
 
 from hpc_exec.errors import ImageContentError
 
@@ -85,7 +92,7 @@ def _ancestors(path: str) -> list[str]:
 class _Merger:
     """Top-down state: what upper layers wrote, deleted and made opaque."""
 
-    def __init__(self, out: tarfile.TarFile, result: FlattenResult) -> None:
+    def __init__(self, out: IO[bytes], result: FlattenResult) -> None:
         self.out = out
         self.result = result
         self.emitted: dict[str, tuple[str, int]] = {}  # path -> (kind, layer number)
@@ -115,14 +122,14 @@ class _Merger:
             try:
                 stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") \
                     if src.compression == "gzip" else raw
-                with tarfile.open(fileobj=_Forward(stream), mode="r:") as tar:
-                    for member in tar:
-                        try:
-                            devices += self.member(number, tar, member, deleted, opaque)
-                        except _Refused as exc:
-                            raise ImageContentError(f"layer {src.digest}: member "
-                                                    f"{member.name!r} refused: {exc}") from None
-            except (tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile) as exc:
+                reader = Reader(stream)
+                for member in reader:
+                    try:
+                        devices += self.member(number, reader, member, deleted, opaque)
+                    except _Refused as exc:
+                        raise ImageContentError(f"layer {src.digest}: member "
+                                                f"{member.name!r} refused: {exc}") from None
+            except (TarFormatError, zlib.error, EOFError, gzip.BadGzipFile) as exc:
                 raise ImageContentError(f"layer {src.digest} is not a readable tar: "
                                         f"{exc}") from None
         self.deleted |= deleted
@@ -131,7 +138,7 @@ class _Merger:
             self.result.notes.append(f"layer {src.digest[:19]}: skipped {devices} device "
                                      "file(s); the runtime provides /dev")
 
-    def member(self, number: int, tar: tarfile.TarFile, m: tarfile.TarInfo,
+    def member(self, number: int, reader: Reader, m: Member,
                deleted: set[str], opaque: set[str]) -> int:
         path = clean_name(m.name)
         if not path:
@@ -150,7 +157,7 @@ class _Merger:
             if not self.hidden_by_upper(path, number):
                 deleted.add(f"{parent}/{target}" if parent else target)
             return 0
-        if m.ischr() or m.isblk():
+        if m.isdev():
             return 1
         kind = _DIR if m.isdir() else _LINK if m.issym() else _OTHER
         if self.hidden_by_upper(path, number):
@@ -163,7 +170,7 @@ class _Merger:
                 raise _Refused("a symlink that members of layer "
                                f"{'this' if first == number else 'above'} write through")
             return 0  # an upper layer made this a directory
-        linkname = ""
+        linkname = None
         if m.islnk():
             try:
                 linkname = clean_name(m.linkname)
@@ -180,100 +187,49 @@ class _Merger:
                 self.result.notes.append(f"dropped hard link {path} -> {linkname}: an upper "
                                          "layer replaced its target")
                 return 0
-        self._write(m, path, linkname, tar)
+        self._write(m, path, linkname, reader)
         self.emitted[path] = (kind, number)
         for anc in _ancestors(path):
             self.implicit.setdefault(anc, number)
         return 0
 
-    def _write(self, m: tarfile.TarInfo, path: str, linkname: str, tar: tarfile.TarFile) -> None:
-        info = tarfile.TarInfo(path + ("/" if m.isdir() else ""))
-        info.type = tarfile.REGTYPE if m.type in (tarfile.CONTTYPE, tarfile.AREGTYPE) \
-            else m.type
-        info.mode, info.uid, info.gid = m.mode, m.uid, m.gid
-        info.uname, info.gname, info.mtime = m.uname, m.gname, m.mtime
-        info.devmajor, info.devminor = m.devmajor, m.devminor
-        info.linkname = linkname if m.islnk() else m.linkname
-        info.pax_headers = {k: v for k, v in m.pax_headers.items()
-                            if k not in ("path", "linkpath", "size", "uid", "gid", "uname",
-                                         "gname", "mtime")}
-        if info.isreg():
-            info.size = m.size
-            data = tar.extractfile(m)
-            self.out.addfile(info, data)
-            self.result.bytes += m.size
+    def _write(self, m: Member, path: str, linkname: str | None, reader: Reader) -> None:
+        same_name = m.name.rstrip("/") == path
+        same_link = linkname is None or m.linkname == linkname
+        if same_name and same_link:
+            self.out.write(m.raw)
         else:
-            info.size = 0
-            self.out.addfile(info)
+            self.out.write(renamed_header(m, path + ("/" if m.isdir() else ""), linkname))
+        if m.size:
+            reader.copy_data(m, self.out)
+            self.result.bytes += m.size
         self.result.members += 1
-
-
-class _Forward(io.RawIOBase):
-    """A forward-only seekable view of a stream, so tarfile's fast "r:" mode can read it.
-
-    (tarfile's "r|" stream mode re-slices its whole buffer per 512-byte header: quadratic.)
-    tarfile only ever seeks forward here (to skip data we do not copy).
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
-        self.raw = raw
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.pos += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = offset if whence == io.SEEK_SET else self.pos + offset
-        if whence == io.SEEK_END or target < self.pos:
-            raise io.UnsupportedOperation("only forward seeks")
-        while self.pos < target:
-            if not self.read(min(target - self.pos, _BUF)):
-                break
-        return self.pos
-
-
-class _Sink(io.RawIOBase):
-    """A write-only stream that counts its position (tarfile's "w:" mode asks for tell())."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        super().__init__()
-        self.out = out
-        self.pos = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.out.write(data)
-        self.pos += len(data)
-        return len(data)
 
 
 def flatten(layers: Sequence[LayerSource], out: IO[bytes]) -> FlattenResult:
     """Write the merged tar of ``layers`` (bottom-first) to ``out``; see the module contract."""
     result = FlattenResult()
-    sink = io.BufferedWriter(_Sink(out), _BUF)  # type: ignore[arg-type]
-    with tarfile.open(fileobj=sink, mode="w:", format=tarfile.PAX_FORMAT,
-                      copybufsize=_BUF) as tar:
-        merger = _Merger(tar, result)
-        for number in range(len(layers) - 1, -1, -1):
-            merger.layer(number, layers[number])
+    sink = io.BufferedWriter(_Raw(out), _BUF)
+    merger = _Merger(sink, result)
+    for number in range(len(layers) - 1, -1, -1):
+        merger.layer(number, layers[number])
+    sink.write(end_of_archive())
     sink.flush()
     for note in result.notes:
         log.debug("%s", note)
     return result
+
+
+class _Raw(io.RawIOBase):
+    """Lets io.BufferedWriter batch small header writes into 1 MiB writes to ``out``."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        super().__init__()
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.out.write(data)
+        return len(data)

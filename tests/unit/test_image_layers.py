@@ -121,3 +121,19 @@ def test_corrupt_layer_is_content_error() -> None:
     src = LayerSource("sha256:" + "c" * 64, lambda: io.BytesIO(b"\x1f\x8bnot gzip"), "gzip")
     with pytest.raises(ImageContentError, match="not a readable tar"):
         flatten([src], io.BytesIO())
+
+
+def test_dot_slash_names_are_renamed_keeping_metadata() -> None:
+    got = _merged([D("./etc"), F("./etc/x", b"abc"), D("./bin"), F("./bin/busybox"),
+                   H("./bin/ls", "./bin/busybox"), S("./bin/sh", "busybox"), D("./")])
+    assert {"etc", "etc/x", "bin", "bin/busybox", "bin/ls", "bin/sh"} <= set(got)
+    assert got["etc/x"].size == 3 and got["etc/x"].uid == 1000 and got["etc/x"].mode == 0o644
+    assert got["bin/ls"].islnk() and got["bin/ls"].linkname == "bin/busybox"
+    assert got["bin/sh"].issym() and got["bin/sh"].linkname == "busybox"
+    assert "" not in got and "." not in got
+
+
+def test_long_names_and_pax_pass_through() -> None:
+    long = "d/" + "n" * 150
+    got = _merged([D("d"), F(long, b"12345")])
+    assert got[long].size == 5

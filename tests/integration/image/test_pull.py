@@ -74,7 +74,9 @@ def test_cli_pull_images_rmi(testbed: Any, proxy: Any, site: Any) -> None:
     assert listing[1].split()[0:2] == ["testbed/busybox", "latest"]
     assert listing[1].split()[-1] == proxy.address
     assert "DIGEST" in cli(["images", "--digests"], site.env).stdout
-    data = json.loads(cli(["images", "--json"], site.env).stdout)
+    out = cli(["images", "--json"], site.env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
     assert data[0]["key"] == f"{ref}:latest" and Path(data[0]["squashfs"]).exists()
     out = cli(["rmi", ref], site.env)
     assert out.stdout.strip() == f"removed {ref}:latest"
