@@ -16,7 +16,9 @@ __all__ = ["HOOKS", "command", "module_path"]
 
 # hook name (hpc-hook-<name>, hooks.d file names) -> module in this package
 HOOKS: dict[str, str] = {
+    "glibc": "glibc",
     "mount": "mount",
+    "mpi": "mpi",
     "slurm-global-sync": "slurm_global_sync",
     "timestamp": "timestamp",
 }

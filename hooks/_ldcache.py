@@ -18,7 +18,7 @@ import struct
 
 from hpc_exec.hooks._state import HookError
 
-__all__ = ["MAGIC_NEW", "arch_flags", "find", "parse", "read"]
+__all__ = ["MAGIC_NEW", "arch_flags", "build", "find", "parse", "read"]
 
 MAGIC_OLD = b"ld.so-1.7.0"
 MAGIC_NEW = b"glibc-ld.so.cache1.1"
@@ -80,3 +80,25 @@ def read(rootfs: str) -> list[tuple[str, str]]:
 def find(entries: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:
     """The entries whose soname is ``prefix`` or starts with ``prefix + "."``."""
     return [(s, p) for s, p in entries if s == prefix or s.startswith(prefix + ".")]
+
+
+def build(entries: list[tuple[str, str]], flags: int | None = None, *, old: bool = False
+          ) -> bytes:
+    """A cache holding ``(soname, path)`` entries, the inverse of :func:`parse` (tests and
+    fake rootfs trees; ldconfig writes the real ones). ``old`` prepends an empty old table."""
+    flags = (arch_flags() or 0x0303) if flags is None else flags
+    strings = b""
+    offsets = []
+    base = _HEADER.size + _ENTRY.size * len(entries)
+    for soname, path in entries:
+        key = base + len(strings)
+        strings += os.fsencode(soname) + b"\0"
+        offsets.append((key, base + len(strings)))
+        strings += os.fsencode(path) + b"\0"
+    data = _HEADER.pack(MAGIC_NEW, len(entries), len(strings), 2, 0)
+    for key, value in offsets:
+        data += _ENTRY.pack(flags, key, value, 0, 0)
+    data += strings
+    if old:
+        data = MAGIC_OLD + b"\0" + struct.pack("<I", 0) + data  # 16 bytes: stays aligned
+    return data

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -97,29 +96,11 @@ def test_resolve_in_rootfs_stays_inside(tmp_path: Path) -> None:
         resolve_in_rootfs(r, "/lib/loop/x")
 
 
-def build_cache(entries: list[tuple[str, str]], flags: int = 0x0303, old: bool = False) -> bytes:
-    """A glibc ld.so.cache (1.1 format, optionally after an empty old-format table)."""
-    header_size, entry_size = 48, 24
-    strings = b""
-    offsets = []
-    base = header_size + entry_size * len(entries)
-    for soname, path in entries:
-        offsets.append((base + len(strings), base + len(strings) + len(soname) + 1))
-        strings += soname.encode() + b"\0" + path.encode() + b"\0"
-    data = struct.pack("<20sIIB3xI12x", _ldcache.MAGIC_NEW, len(entries), len(strings), 2, 0)
-    for key, value in offsets:
-        data += struct.pack("<iIIIQ", flags, key, value, 0, 0)
-    data += strings
-    if old:
-        data = b"ld.so-1.7.0\0" + struct.pack("<I", 0) + data  # 16 bytes: already aligned
-    return data
-
-
 def test_ldcache_parse() -> None:
     entries = [("libfabric.so.1", "/usr/lib64/libfabric.so.1"), ("libc.so.6", "/lib/libc.so.6")]
-    assert _ldcache.parse(build_cache(entries), flags=0x0303) == entries
-    assert _ldcache.parse(build_cache(entries, old=True), flags=0x0303) == entries
-    assert _ldcache.parse(build_cache(entries, flags=0x0003), flags=0x0303) == []
+    assert _ldcache.parse(_ldcache.build(entries, 0x0303), flags=0x0303) == entries
+    assert _ldcache.parse(_ldcache.build(entries, 0x0303, old=True), flags=0x0303) == entries
+    assert _ldcache.parse(_ldcache.build(entries, 0x0003), flags=0x0303) == []
     assert _ldcache.find(entries, "libfabric.so") == entries[:1]
     with pytest.raises(ValueError):
         _ldcache.parse(b"garbage" * 10)
@@ -134,9 +115,8 @@ def container(tmp_path: Path, env: dict[str, str]) -> Container:
 def test_fi_provider_path_order(tmp_path: Path) -> None:
     (tmp_path / "rootfs/etc").mkdir(parents=True)
     assert mount.fi_provider_path(container(tmp_path, {})) == "/usr/lib"
-    (tmp_path / "rootfs/etc/ld.so.cache").write_bytes(build_cache(
-        [("libfabric.so.1", "/opt/ofi/lib64/libfabric.so.1")],
-        flags=_ldcache.arch_flags() or 0x0303))
+    (tmp_path / "rootfs/etc/ld.so.cache").write_bytes(_ldcache.build(
+        [("libfabric.so.1", "/opt/ofi/lib64/libfabric.so.1")]))
     assert mount.fi_provider_path(container(tmp_path, {})) == "/opt/ofi/lib64/libfabric"
     assert mount.fi_provider_path(container(tmp_path, {"FI_PROVIDER_PATH": "/p"})) == "/p"
 
