@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["HOOKS", "command", "module_path"]
+__all__ = ["HOOKS", "command", "fill_sample", "module_path", "sample_values"]
 
 # hook name (hpc-hook-<name>, hooks.d file names) -> module in this package
 HOOKS: dict[str, str] = {
+    "amdgpu": "amdgpu",
     "glibc": "glibc",
     "mount": "mount",
     "mpi": "mpi",
@@ -37,3 +38,28 @@ def command(name: str, python: str | None = None) -> list[str]:
     package from its path. This is what hooks.d entries should use as ``path``/``args``.
     """
     return [python or sys.executable, "-I", "-S", module_path(name)]
+
+
+def sample_values(**overrides: str) -> dict[str, str]:
+    """Values for the ``@NAME@`` placeholders of the sample hooks.d files (workflows/hooks.d).
+
+    Defaults: ``PYTHON`` this interpreter, ``HOOKS_DIR`` this package's directory,
+    ``PASSWD_FILE`` /etc/passwd, ``LDCONFIG`` /sbin/ldconfig; the site supplies the rest
+    (``HOOK_BASE_DIR``, ``MPI_LIBS``, ``MPI_DEPENDENCY_LIBS``, ``GLIBC_LIBS``, ``OFI_PROVIDER``,
+    ``OFI_PROVIDER_NAME``), e.g. from ``hpc-exec config init``.
+    """
+    values = {"PYTHON": sys.executable, "HOOKS_DIR": os.path.dirname(os.path.abspath(__file__)),
+              "PASSWD_FILE": "/etc/passwd", "LDCONFIG": "/sbin/ldconfig"}
+    values.update(overrides)
+    return values
+
+
+def fill_sample(text: str, values: dict[str, str]) -> str:
+    """Replace every ``@NAME@`` in a sample hooks.d file; ValueError naming any left over."""
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = sorted({part for part in text.split("@")[1::2]
+                   if part and part.replace("_", "").isalnum() and part.isupper()})
+    if left:
+        raise ValueError(f"no value for the placeholder(s) {', '.join('@' + k + '@' for k in left)}")
+    return text
