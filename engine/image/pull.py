@@ -21,10 +21,12 @@ import datetime
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -125,10 +127,15 @@ def pull(
             report.say(f"image is up to date: {reference.key}")
             return current
         repo.layout.ensure()
-        with PullLock(repo, digest, reference, report, temp_root):
-            done = repo.index.find(lambda e: e.digest == digest)
+
+        def pulled() -> ImageEntry | None:
+            return repo.index.find(lambda e: e.digest == digest)
+
+        with PullLock(repo, digest, reference, report, temp_root, pulled) as done:
             if done is not None:
                 report.say(f"reusing {done.short_id}, pulled by another process")
+                if done.key == reference.key:
+                    return done
                 entry = replace(done, key=reference.key, server=reference.server,
                                 repository=reference.repository, tag=reference.tag,
                                 created=now())
@@ -149,29 +156,49 @@ def pull(
 
 
 class PullLock:
-    """The per-digest pull lock, with the waiting message and the stale-temp cleanup."""
+    """The per-digest pull lock, with the waiting message and the stale-temp cleanup.
+
+    Entering returns what ``done()`` finds (the work is done: the lock is not held), or None
+    with the lock held exclusively (this process does the work). Waiters wait for a *shared*
+    lock, so when the puller finishes they all wake at once and reuse its result; only if it
+    failed does one of them take the exclusive lock and try again.
+    """
 
     def __init__(self, repo: Repository, digest: str, reference: ImageReference,
-                 report: Reporter, temp_root: Path) -> None:
+                 report: Reporter, temp_root: Path,
+                 done: Callable[[], ImageEntry | None] = lambda: None) -> None:
         self.repo, self.digest, self.reference, self.report = repo, digest, reference, report
         self.temp_root = temp_root
-        self.lock = FileLock(repo.layout.pull_lock(digest), timeout=PULL_LOCK_TIMEOUT,
-                             warning=repo.settings.repository_metadata_lock_timings.warning_ms
-                             / 1000, what=f"the pull of {digest[:19]}", on_wait=report.say)
+        self.done = done
+        self.lock = self._lock(shared=False)
 
-    def __enter__(self) -> FileLock:
-        if not self.lock.try_acquire():
-            holder = self.lock.holder()
-            self.report.say(f"waiting for another process pulling {self.digest[:19]} "
-                            f"({holder or 'starting'}); will reuse its result")
-            self.lock.acquire()
+    def _lock(self, shared: bool, timeout: float = PULL_LOCK_TIMEOUT) -> FileLock:
+        return FileLock(self.repo.layout.pull_lock(self.digest), shared=shared, timeout=timeout,
+                        warning=self.repo.settings.repository_metadata_lock_timings.warning_ms
+                        / 1000, what=f"the pull of {self.digest[:19]}",
+                        on_wait=self.report.say, poll=0.02)
+
+    def __enter__(self) -> ImageEntry | None:
+        deadline = time.monotonic() + PULL_LOCK_TIMEOUT
+        said = False
+        while not self.lock.try_acquire():
+            if not said:
+                holder = self.lock.holder()
+                self.report.say(f"waiting for another process pulling {self.digest[:19]} "
+                                f"({holder or 'starting'}); will reuse its result")
+                said = True
+            with self._lock(shared=True, timeout=max(0.0, deadline - time.monotonic())):
+                found = self.done()
+            if found is not None:
+                return found
+            time.sleep(random.uniform(0.005, 0.05))  # the puller failed: let one waiter win
         self.lock.note(f"{socket.gethostname()} pid {os.getpid()} pulling {self.reference.key}")
         owner = _owner(self.digest)
         for path in self.repo.layout.remove_stale_temps(owner):
             log.info("removed %s left by an interrupted pull", path)
         for path in self.temp_root.glob(f"hpc-exec-pull-{owner}.*"):
             shutil.rmtree(path, ignore_errors=True)
-        return self.lock
+        return self.done()
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()

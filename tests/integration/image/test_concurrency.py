@@ -124,7 +124,7 @@ def test_sigkilled_puller_never_leaves_a_partial_image(testbed: Any, proxy: Any,
         proc = process.spawn(["hpc-exec", "pull", ref], desc="a puller to kill", log_path=log,
                              env=site.env)
         try:
-            time.sleep(rng.uniform(0.2, 5.0))
+            time.sleep(rng.uniform(0.1, 3.0))
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
