@@ -10,8 +10,7 @@ care where the image came from. The cycle:
    (:mod:`bundle`);
 4. fork the *watchdog*: it sits in its own process group and, if the engine dies without
    saying "done" (SIGKILL), kills the container's session, which runc's ``setsid`` put out of
-   reach of a process-group kill. Rootless, it also owns the user namespace the container
-   joins, which maps the caller's uid/gid back so that ``id`` shows the caller;
+   reach of a process-group kill;
 5. write config.json and ``runc run`` it in our process group, forwarding SIGTERM, SIGINT,
    SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2;
 6. tear down and return the container's exit status unchanged; a runc failure (an error in its
@@ -215,16 +214,11 @@ def _sessions_of(leader: int) -> list[int]:
     return out
 
 
-def _watchdog(ctl: int, ready: int, pid_file: Path, userns: tuple[int, int] | None) -> None:
+def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
     try:
         os.setpgid(0, 0)
-        if userns is not None:
-            from hpc_exec.engine.runtime import _linux
-
-            _linux.unshare(_linux.CLONE_NEWUSER)
-            _linux.write_id_maps(f"{userns[0]} 0 1", f"{userns[1]} 0 1")
         os.write(ready, b"r")
         os.close(ready)
         null = os.open(os.devnull, os.O_RDWR)
@@ -252,36 +246,34 @@ def _watchdog(ctl: int, ready: int, pid_file: Path, userns: tuple[int, int] | No
     os._exit(code)
 
 
-def _start_watchdog(pid_file: Path, userns: tuple[int, int] | None) -> tuple[int, int]:
-    """Fork the watchdog; return (its pid, the write end of its control pipe)."""
+def _start_watchdog(pid_file: Path) -> int:
+    """Fork the watchdog; return the write end of its control pipe."""
     ctl_r, ctl_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ctl_w)
         os.close(ready_r)
-        _watchdog(ctl_r, ready_w, pid_file, userns)
+        _watchdog(ctl_r, ready_w, pid_file)
     os.close(ctl_r)
     os.close(ready_w)
     ok = os.read(ready_r, 1)
     os.close(ready_r)
     if ok != b"r":
         os.close(ctl_w)
-        raise RuntimeFailure("cannot set up the container's user namespace")
+        raise RuntimeFailure("the watchdog process did not start")
     os.set_inheritable(ctl_w, False)
-    return pid, ctl_w
+    return ctl_w
 
 
 # -- the cycle ---------------------------------------------------------------------------------
 
-def _run_here(options: RunOptions, image: Image, settings: Settings) -> int:
+def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -> int:
+    from hpc_exec import process
     from hpc_exec.engine.runtime import bundle as _bundle
     from hpc_exec.engine.runtime import runc, spec
 
-    from hpc_exec import process
-
     rootless = os.geteuid() != 0
-    p = plan(options, image, settings)
     if not image.squashfs.is_file():
         raise InvalidInput(f"image file {image.squashfs} does not exist")
     root = _bundle.bundle_dir(settings, rootless)
@@ -291,7 +283,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings) -> int:
     b = _bundle.prepare(settings, image.squashfs, root, rootless)
     ctl = -1
     try:
-        wd_pid, ctl = _start_watchdog(b.pid_file, (uid, gid) if rootless else None)
+        ctl = _start_watchdog(b.pid_file)
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
@@ -299,8 +291,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings) -> int:
             mounts=[*p.mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
             seccomp=p.seccomp, apparmor_profile=settings.apparmor_profile,
             selinux_label=settings.selinux_label,
-            selinux_mount_label=settings.selinux_mount_label,
-            userns_path=f"/proc/{wd_pid}/ns/user" if rootless else None)
+            selinux_mount_label=settings.selinux_mount_label)
         b.config_path.write_text(json.dumps(config))
         argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
                              state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
@@ -341,7 +332,7 @@ def _run_runc(argv: list[str], process: Any) -> int:
     return 128 - rc if rc < 0 else rc
 
 
-def _run_forked(options: RunOptions, image: Image, settings: Settings) -> int:
+def _run_forked(options: RunOptions, image: Image, settings: Settings, p: _Plan) -> int:
     """Run in a forked child (the caller's process stays out of the namespace)."""
     err_r, err_w = os.pipe()
     pid = os.fork()
@@ -349,7 +340,7 @@ def _run_forked(options: RunOptions, image: Image, settings: Settings) -> int:
         os.close(err_r)
         code = 125
         try:
-            code = _run_here(options, image, settings)
+            code = _run_here(options, image, settings, p)
         except HpcExecError as exc:
             os.write(err_w, json.dumps({"class": type(exc).__name__, "message": exc.message,
                                         "hint": exc.hint}).encode())
@@ -383,7 +374,7 @@ def _run_forked(options: RunOptions, image: Image, settings: Settings) -> int:
 
         data = json.loads(report)
         cls = getattr(errors, data["class"], RuntimeFailure)
-        exc = HpcExecError.__new__(cls)
+        exc = cls.__new__(cls)
         HpcExecError.__init__(exc, data["message"], hint=data["hint"])
         raise exc
     return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else \
@@ -394,6 +385,7 @@ def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
         in_process: bool = False) -> int:
     """Run ``image`` with ``options``; return the container's exit status (module docstring)."""
     settings = settings or load_settings()
+    p = plan(options, image, settings)  # bad input fails here, in the caller's process
     if in_process:
-        return _run_here(options, image, settings)
-    return _run_forked(options, image, settings)
+        return _run_here(options, image, settings, p)
+    return _run_forked(options, image, settings, p)

@@ -4,8 +4,8 @@ What every container gets, whoever asks (shared/DESIGN.md §4):
 
 * the caller's uid, gid and (as root) supplementary groups; no capabilities at all;
   ``noNewPrivileges``; the host network; the host PID namespace unless ``--pid=private``;
-* only a mount namespace of its own (plus, rootless, a user namespace mapping the caller's
-  uid/gid to the user that owns the engine's namespace, so ``id`` shows the caller);
+* only a mount namespace of its own (rootless, it lives in the engine's user namespace, which
+  maps the caller to uid 0: see :func:`build_config`);
 * ``/proc``, a small ``/dev`` tmpfs with devpts, the host's ``/dev/shm`` (MPI ranks in
   different containers share memory through it) and a read-only ``/sys``; then the site and
   user bind mounts, all ``nosuid,nodev``;
@@ -84,9 +84,14 @@ def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: 
                  mounts: Sequence[MountSpec] = (), devices: Sequence[DeviceNode] = (),
                  init_path: str | None = None, seccomp: Mapping[str, Any] | None = None,
                  apparmor_profile: str | None = None, selinux_label: str | None = None,
-                 selinux_mount_label: str | None = None,
-                 userns_path: str | None = None) -> dict[str, Any]:
+                 selinux_mount_label: str | None = None) -> dict[str, Any]:
     """The config.json document (see the module docstring)."""
+    if rootless:
+        # The engine's user namespace maps the caller to 0, and that is its only id: runc
+        # (1.1.5) must become uid 0 in any user namespace it enters, so a second namespace
+        # mapping the caller's uid back cannot be used. The container's processes are the
+        # caller on the host; inside, they see uid 0 and no capabilities on the host.
+        uid, gid, groups = 0, 0, ()
     user: dict[str, Any] = {"uid": uid, "gid": gid}
     if groups and not rootless:  # setgroups is denied in an unprivileged user namespace
         user["additionalGids"] = sorted(set(groups) - {gid})
@@ -118,19 +123,6 @@ def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: 
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
     }
-    if rootless:
-        # The engine's namespace maps the caller to 0 (it needs root there to mount). The
-        # container joins a second one, made by the watchdog, that maps 0 back to the caller's
-        # uid/gid. runc insists on a mapping for uid 0 even when it joins a namespace and does
-        # not write the maps itself; the one given here only sets device ownership.
-        if userns_path:
-            namespaces.insert(0, {"type": "user", "path": userns_path})
-            linux["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
-            linux["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
-        else:
-            namespaces.insert(0, {"type": "user"})
-            linux["uidMappings"] = [{"containerID": uid, "hostID": 0, "size": 1}]
-            linux["gidMappings"] = [{"containerID": gid, "hostID": 0, "size": 1}]
     if devices:
         linux["devices"] = [{"path": d.path, "type": d.type, "major": d.major,
                              "minor": d.minor, "fileMode": d.file_mode, "uid": 0, "gid": 0}

@@ -103,9 +103,9 @@ def test_config_json_root() -> None:
 
 def test_config_json_rootless_and_private_pid() -> None:
     cfg = build_config(args=["sh"], env={}, cwd="/", uid=1000, gid=100, groups=[100, 20],
-                       rootfs="rootfs", rootless=True, userns_path="/proc/7/ns/user")
-    assert "additionalGids" not in cfg["process"]["user"]
-    assert cfg["linux"]["namespaces"][0] == {"type": "user", "path": "/proc/7/ns/user"}
+                       rootfs="rootfs", rootless=True)
+    assert cfg["process"]["user"] == {"uid": 0, "gid": 0}  # the caller, mapped to 0
+    assert cfg["linux"]["namespaces"] == [{"type": "mount"}]
     assert next(m for m in cfg["mounts"] if m["destination"] == "/proc")["type"] == "bind"
     cfg = build_config(args=["sh"], env={}, cwd="/", uid=0, gid=0, groups=[],
                        rootfs="rootfs", pid_private=True)
