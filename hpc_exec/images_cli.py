@@ -155,7 +155,7 @@ class CliReporter:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from hpc_exec import engine
+    from hpc_exec.engine import api as engine
 
     creds = _credentials(args)
     entry = engine.pull(args.image, credentials=creds, centralized=args.centralized_repository,
@@ -166,7 +166,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from hpc_exec import engine
+    from hpc_exec.engine import api as engine
 
     entry = engine.load(args.archive, args.image, centralized=args.centralized_repository,
                         reporter=CliReporter())  # type: ignore[arg-type]
@@ -198,7 +198,7 @@ def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
 
 
 def _images(args: argparse.Namespace) -> int:
-    from hpc_exec import engine
+    from hpc_exec.engine import api as engine
 
     entries = engine.images(centralized=args.centralized_repository)
     if args.json:
@@ -214,7 +214,7 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _rmi(args: argparse.Namespace) -> int:
-    from hpc_exec import engine
+    from hpc_exec.engine import api as engine
 
     entry = engine.remove(args.image, centralized=args.centralized_repository)
     print(f"removed {entry.key}")

@@ -28,7 +28,7 @@ import logging
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, cast
 
 from hpc_exec.engine.image.tarstream import (
     Member,
@@ -120,7 +120,7 @@ class _Merger:
         devices = 0
         with src.open() as raw:
             try:
-                stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") \
+                stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")) \
                     if src.compression == "gzip" else raw
                 reader = Reader(stream)
                 for member in reader:
@@ -209,7 +209,7 @@ class _Merger:
 def flatten(layers: Sequence[LayerSource], out: IO[bytes]) -> FlattenResult:
     """Write the merged tar of ``layers`` (bottom-first) to ``out``; see the module contract."""
     result = FlattenResult()
-    sink = io.BufferedWriter(_Raw(out), _BUF)
+    sink = io.BufferedWriter(_Raw(out), _BUF)  # type: ignore[type-var]
     merger = _Merger(sink, result)
     for number in range(len(layers) - 1, -1, -1):
         merger.layer(number, layers[number])

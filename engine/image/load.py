@@ -63,7 +63,7 @@ class _Archive:
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise ImageContentError(f"cannot read image archive {path}: {exc}") from None
 
-    def bytes(self, name: str) -> bytes:
+    def read_bytes(self, name: str) -> bytes:
         with self.open(name) as f:
             return f.read()
 
@@ -102,23 +102,23 @@ def _blob_name(digest: str) -> str:
 def _read(archive: _Archive) -> tuple[bytes, list[LayerSource]]:
     """(config bytes, layer sources) of the archive's image."""
     if archive.has("oci-layout") and archive.has("index.json"):
-        index = mf.parse(archive.bytes("index.json"), mf.OCI_INDEX, "index.json")
+        index = mf.parse(archive.read_bytes("index.json"), mf.OCI_INDEX, "index.json")
         assert isinstance(index, mf.Index)
         if not index.manifests:
             raise ImageContentError(f"OCI archive {archive.path} has an empty index.json")
         desc = index.manifests[0]
-        image = mf.parse(archive.bytes(_blob_name(desc.digest)), desc.media_type, desc.digest)
+        image = mf.parse(archive.read_bytes(_blob_name(desc.digest)), desc.media_type, desc.digest)
         if isinstance(image, mf.Index):
             desc = mf.select_platform(image)
-            image = mf.parse(archive.bytes(_blob_name(desc.digest)), desc.media_type,
+            image = mf.parse(archive.read_bytes(_blob_name(desc.digest)), desc.media_type,
                              desc.digest)
         assert isinstance(image, mf.Manifest)
         sources = [_layer_source(archive, _blob_name(d.digest), d.digest, mf.compression_of(d))
                    for d in image.layers]
-        return archive.bytes(_blob_name(image.config.digest)), sources
+        return archive.read_bytes(_blob_name(image.config.digest)), sources
     if archive.has("manifest.json"):
         try:
-            data = json.loads(archive.bytes("manifest.json"))
+            data = json.loads(archive.read_bytes("manifest.json"))
             first = data[0]
             config_name, layers = str(first["Config"]), [str(x) for x in first["Layers"]]
         except (ValueError, KeyError, IndexError, TypeError):
@@ -126,7 +126,7 @@ def _read(archive: _Archive) -> tuple[bytes, list[LayerSource]]:
                                     "manifest.json") from None
         sources = [_layer_source(archive, name, f"{archive.path.name}:{name}", None)
                    for name in layers]
-        return archive.bytes(config_name), sources
+        return archive.read_bytes(config_name), sources
     raise ImageContentError(f"{archive.path} is neither a docker-save tar (manifest.json) nor an "
                             "OCI archive (oci-layout, index.json)")
 

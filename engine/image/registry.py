@@ -57,7 +57,7 @@ class _Transient(RegistryError):
 def _backoff(attempt: int, retry_after: str | None = None) -> float:
     if retry_after and retry_after.isdigit():
         return min(float(retry_after), 10.0)
-    return 0.5 * (2 ** attempt) * (1 + random.random() / 4)
+    return 0.5 * float(1 << attempt) * (1 + random.random() / 4)
 
 
 @dataclass(frozen=True)
