@@ -219,6 +219,8 @@ def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
     code = 0
     try:
         os.setpgid(0, 0)
+        for sig in FORWARDED:  # it leaves when the engine does (end of file on its pipe)
+            signal.signal(sig, signal.SIG_IGN)
         os.write(ready, b"r")
         os.close(ready)
         null = os.open(os.devnull, os.O_RDWR)
@@ -307,7 +309,10 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         return status
     finally:
         if ctl >= 0:
-            os.write(ctl, b"done")
+            try:
+                os.write(ctl, b"done")
+            except OSError:  # the watchdog is gone already (killed with the whole step)
+                pass
             os.close(ctl)
         b.close()
 

@@ -1,0 +1,149 @@
+"""hpc-exec run under Slurm and when killed: one container per task on its node, and nothing
+left behind (process, mount, loop device) after scancel or SIGKILL of the engine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpc_exec import process
+
+pytestmark = pytest.mark.requires("root", "runc", "squashfs", "slurm")
+
+RunSite = Any  # the run_site fixture (tests/integration/run/conftest.py)
+
+
+def _pids_with_cmdline(argv: list[str]) -> list[int]:
+    want = "\0".join(argv).encode() + b"\0"
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def _loops_backed_by(path: Path) -> list[str]:
+    out = []
+    for dev in Path("/sys/block").glob("loop*"):
+        try:
+            if (dev / "loop" / "backing_file").read_text().strip() == str(path):
+                out.append(dev.name)
+        except OSError:
+            pass
+    return out
+
+
+def _slurmd_pid(node: str) -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"slurmd") and node.encode() in argv:
+                return int(entry)
+    raise AssertionError(f"no slurmd for {node}")
+
+
+def _poll(what: str, done: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {what} after {timeout} s")
+        time.sleep(0.1)
+
+
+def _exe(run_site: RunSite) -> str:
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "hpc-exec"
+    return str(beside) if beside.exists() else (shutil.which("hpc-exec") or "hpc-exec")
+
+
+def test_each_task_runs_in_its_own_container_on_its_node(run_site: RunSite) -> None:
+    script = ("echo $SLURM_PROCID > /tmp/mark-$SLURM_PROCID; sleep 2; "
+              "echo $SLURMD_NODENAME $(hostname) $SLURM_PROCID "
+              "$(readlink /proc/self/ns/mnt) $(ls /tmp)")
+    out = process.run(["srun", "-N3", "-n6", _exe(run_site), "run", run_site.small,
+                       "sh", "-c", script], timeout=180, env=run_site.env, desc="srun",
+                      check=True)
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
+    assert len(rows) == 6, out.stdout
+    assert sorted(r[2] for r in rows) == [str(i) for i in range(6)]
+    for node, hostname, rank, _ns, *tmp in rows:
+        assert hostname == node  # the container shares its node's UTS namespace
+        assert tmp == [f"mark-{rank}"]  # its own rootfs: no other task's file
+    assert len({r[3] for r in rows}) == 6  # six live mount namespaces at once
+    assert {r[0] for r in rows} == {"node1", "node2", "node3"}  # -N3: all nodes used
+
+
+def test_scancel_leaves_nothing_behind(run_site: RunSite) -> None:
+    name = f"hpcexec-cancel-{uuid.uuid4().hex[:8]}"
+    duration = str(3000 + int(uuid.uuid4().int % 600))
+    log = run_site.root / f"{name}.log"
+    srun = process.spawn(["srun", "-N1", "-w", "node2", "-J", name, _exe(run_site), "run",
+                          run_site.small, "sleep", duration], desc="srun", log_path=log,
+                         env=run_site.env)
+    squashfs = run_site.squashfs_of(run_site.small)
+    try:
+        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+              60)
+        assert _loops_backed_by(squashfs)
+        process.run(["scancel", "--name", name], timeout=30, env=run_site.env,
+                    desc="scancel", check=True)
+        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
+        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 5)
+        mounts = Path(f"/proc/{_slurmd_pid('node2')}/mountinfo").read_text()
+        assert str(squashfs) not in mounts and "/hpc-exec/bundle" not in mounts
+        _poll("an engine process", lambda: not [
+            p for p in _pids_with_cmdline([_exe(run_site), "run", run_site.small, "sleep",
+                                           duration])], 5)
+    finally:
+        process.terminate(srun.pid, timeout=10)
+
+
+def test_sigkill_of_the_engine_leaves_nothing_behind(run_site: RunSite) -> None:
+    duration = str(4000 + int(uuid.uuid4().int % 600))
+    log = run_site.root / f"sigkill-{duration}.log"
+    engine = process.spawn([_exe(run_site), "run", run_site.small, "sleep", duration],
+                           desc="hpc-exec run", log_path=log, env=run_site.env)
+    squashfs = run_site.squashfs_of(run_site.small)
+    try:
+        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+              60)
+        os.kill(engine.pid, signal.SIGKILL)
+        engine.wait(timeout=10)
+        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
+        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 5)
+    finally:
+        process.terminate(engine.pid, timeout=5)
+
+
+def test_sigterm_is_forwarded(run_site: RunSite) -> None:
+    duration = str(5000 + int(uuid.uuid4().int % 600))
+    log = run_site.root / f"sigterm-{duration}.log"
+    engine = process.spawn([_exe(run_site), "run", run_site.small, "sh", "-c",
+                            f"trap 'echo got-term; exit 7' TERM; sleep {duration} & wait"],
+                           desc="hpc-exec run", log_path=log, env=run_site.env)
+    try:
+        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+              60)
+        os.kill(engine.pid, signal.SIGTERM)
+        assert engine.wait(timeout=10) == 7
+        assert "got-term" in log.read_text()
+    finally:
+        process.terminate(engine.pid, timeout=5)
+        for pid in _pids_with_cmdline(["sleep", duration]):  # the trap left its child
+            os.kill(pid, signal.SIGKILL)
