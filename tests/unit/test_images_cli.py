@@ -1,0 +1,47 @@
+"""hpc_exec/images_cli.py: the images table and the command-line surface (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpc_exec.cli import build_parser, main
+from hpc_exec.engine.store.index import ImageEntry
+from hpc_exec.images_cli import format_images, human_size
+
+
+def _entry(key: str, tag: str) -> ImageEntry:
+    return ImageEntry(key=key, server="127.0.0.1:5000", repository="testbed/busybox", tag=tag,
+                      digest="sha256:" + "d" * 64, image_id="sha256:" + "a" * 64,
+                      squashfs=Path("/x.squashfs"), metadata=Path("/x.json"),
+                      created="2026-01-02T03:04:05+00:00", size=1_090_000)
+
+
+def test_images_table() -> None:
+    table = format_images([_entry("127.0.0.1:5000/testbed/busybox:latest", "latest"),
+                           _entry("127.0.0.1:5000/testbed/busybox@sha256:" + "d" * 64, "x")])
+    lines = table.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE", "SERVER"]
+    assert lines[1].split() == ["testbed/busybox", "latest", "a" * 12, "2026-01-02T03:04:05",
+                                "1.09MB", "127.0.0.1:5000"]
+    assert lines[2].split()[1] == "<none>"
+    assert "DIGEST" in format_images([], digests=True)
+    assert human_size(999) == "999B" and human_size(2_500_000_000) == "2.50GB"
+
+
+def test_commands_and_options_exist() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["pull", "--username", "u", "--password-stdin", "--temp-dir", "/t",
+                              "--centralized-repository", "docker://alpine"])
+    assert args.username == "u" and args.password_stdin and args.temp_dir == Path("/t")
+    assert parser.parse_args(["images", "--digests", "--json"]).json
+    assert parser.parse_args(["rmi", "--centralized-repository", "x"]).image == "x"
+    assert parser.parse_args(["load", "a.tar", "name"]).archive == Path("a.tar")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pull", "--login", "--username", "u", "x"])
+
+
+def test_password_stdin_needs_username(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pull", "--password-stdin", "alpine"]) == 110
+    assert "--password-stdin needs --username" in capsys.readouterr().err
