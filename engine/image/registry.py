@@ -372,6 +372,10 @@ class RegistryClient:
                 raise _Transient(f"download of {digest[:19]} from {self.server} broke: "
                                  f"{exc}") from exc
         actual = "sha256:" + h.hexdigest()
+        if size is not None and got < size:  # the connection ended early: try again
+            self.close()
+            raise _Transient(f"download of {digest[:19]} from {self.server} ended after {got} "
+                             f"of {size} bytes")
         if size is not None and got != size:
             raise ImageContentError(f"blob {digest} from {self.server}/{repo} has {got}+ bytes, "
                                     f"expected {size}: rejected")

@@ -36,6 +36,8 @@ class RegistryProxy:
         self.upstream = upstream
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.corrupt: set[str] = set()
+        self.fail: dict[str, int] = {}  # blob digest -> how many GETs answer 503 first
+        self.truncate: dict[str, int] = {}  # blob digest -> how many GETs break mid-body
         self.lock = threading.Lock()
         proxy = self
 
@@ -67,6 +69,28 @@ class RegistryProxy:
                 digest = path.rsplit("/", 1)[-1]
                 if "/blobs/" in path and digest in proxy.corrupt and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
+                with proxy.lock:
+                    fail = self.command == "GET" and proxy.fail.get(digest, 0) > 0
+                    cut = self.command == "GET" and proxy.truncate.get(digest, 0) > 0
+                    if fail:
+                        proxy.fail[digest] -= 1
+                    elif cut:
+                        proxy.truncate[digest] -= 1
+                if fail:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    conn.close()
+                    return
+                if cut:  # promise the whole body, send half, hang up
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    conn.close()
+                    return
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length"):

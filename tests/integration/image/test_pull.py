@@ -57,6 +57,28 @@ def test_pull_both_images_with_whiteouts(testbed: Any, proxy: Any, site: Any,
     assert len(site.events("convert")) == converts
     assert helpers.no_leftovers(site) == []
 
+    # By digest: another key, same squashfs, no second conversion.
+    by_digest = engine.pull(f"{proxy.address}/testbed/busybox@{small.digest}")
+    assert by_digest.key == f"{proxy.address}/testbed/busybox@{small.digest}"
+    assert by_digest.squashfs == small.squashfs and len(site.events("convert")) == converts
+    assert engine.lookup(f"{proxy.address}/testbed/busybox@{small.digest}") == by_digest
+
+
+def test_retries_on_503_and_broken_transfers(testbed: Any, proxy: Any, site: Any) -> None:
+    from hpc_exec.engine.image.registry import RegistryClient
+
+    with RegistryClient(proxy.address, insecure=True) as client:
+        body, _, _ = client.get_manifest("testbed/busybox", "latest")
+    manifest = json.loads(body)
+    layer, config = manifest["layers"][0]["digest"], manifest["config"]["digest"]
+    proxy.fail[config] = 2
+    proxy.truncate[layer] = 1
+    entry = engine.pull(f"{proxy.address}/testbed/busybox:latest")
+    assert entry.squashfs.exists()
+    gets = proxy.blob_gets()
+    assert gets[config] == 3 and gets[layer] == 2
+    assert site.events("download").count(layer) == 1
+
 
 def test_cli_pull_images_rmi(testbed: Any, proxy: Any, site: Any) -> None:
     ref = f"{proxy.address}/testbed/busybox"
