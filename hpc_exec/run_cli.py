@@ -63,9 +63,43 @@ def _image(ref: str, centralized: bool) -> Any:
 
     if ("/" in ref or ref.endswith((".sqfs", ".squashfs"))) and os.path.isfile(ref):
         return Image.from_squashfs(Path(ref).absolute())
-    from hpc_exec.engine import lookup
+    entry = _fast_lookup(ref, centralized)
+    if entry is None:  # digests, loaded images, errors: the image side's full lookup
+        from hpc_exec.engine import lookup
 
-    return Image.from_entry(lookup(ref, centralized=True if centralized else None))
+        entry = lookup(ref, centralized=True if centralized else None)
+    return Image.from_entry(entry)
+
+
+def _fast_lookup(ref: str, centralized: bool) -> Any:
+    """The entry of a plain ``name:tag`` reference, reading only the index (hot path).
+
+    ``hpc_exec.engine.lookup`` builds the image side's full repository object, whose imports
+    (registry client, converters) cost tens of milliseconds per task; this reads the same
+    index under the same shared lock. Anything unusual returns None and takes the full path.
+    """
+    from hpc_exec.config import load_settings
+    from hpc_exec.engine.image.reference import parse
+    from hpc_exec.engine.store.index import Index
+    from hpc_exec.engine.store.layout import Layout
+    from hpc_exec.errors import HpcExecError
+
+    settings = load_settings()
+    try:
+        key = parse(ref).key
+        roots = [] if centralized else [settings.local_repository()]
+        if settings.centralized_repository_dir is not None:
+            roots.append(settings.centralized_repository_dir)
+        for root in roots:
+            layout = Layout(root)
+            if not layout.metadata.exists():
+                continue
+            entry = Index(layout, settings.repository_metadata_lock_timings).get(key)
+            if entry is not None:
+                return entry
+    except HpcExecError:
+        return None
+    return None
 
 
 def run_command(args: argparse.Namespace) -> int:
