@@ -30,6 +30,10 @@ Beyond Sarus' hook (every rank lists the arrival dir every 0.1 s, forever):
   0.25 s in case a file system's directory cache hid an arrival from the last arriver.
 * The hook skips interpreter finalisation when run as a program: at a release every rank exits
   at the same moment.
+* The rank that gives up leaves a small ``<job>.<step>.failed`` file next to the sync dir, naming
+  the missing ranks, so a rank arriving after the others gave up fails at once with the same
+  message instead of waiting out its own timeout. Rank 0 of a later step of the job removes it
+  once it is older than the timeout plus a margin.
 * Rank 0 removes leftovers of crashed steps of the same job first: entries older than the
   timeout plus a margin, which no live barrier can own because each rank removes its own files
   within its timeout. It removes the dir after every rank departed (or the timeout passed).
@@ -189,6 +193,7 @@ class Barrier:
         deadline = Deadline(self.timeout)
         if self.rank == 0:
             self.clean_leftovers()
+        self._check_tombstone()
         self._make_dirs(deadline)
         # Watch before arriving: the last arriver must decide without a slow step in between.
         waker = _Waker([self.directory, self.arrival, self.departure] if self.rank == 0
@@ -208,12 +213,44 @@ class Barrier:
                 return
         finally:
             waker.close()
-        self._abandon()
         missing = verdict.partition(" ")[2] or "unknown"
-        raise HookError(
-            f"Slurm global sync of step {self.label} failed on rank {self.rank}: rank(s) "
-            f"{missing.replace(',', ', ')} of {self.ntasks} did not arrive within the "
-            f"{self.timeout:g} s timeout (SYNC_TIMEOUT); sync dir {self.directory}")
+        self._write_tombstone(missing)
+        self._abandon()
+        raise HookError(self._failure(missing))
+
+    def _failure(self, missing: str, late: bool = False) -> str:
+        return (f"Slurm global sync of step {self.label} failed on rank {self.rank}: "
+                f"{'the barrier had already failed: ' if late else ''}rank(s) "
+                f"{missing.replace(',', ', ')} of {self.ntasks} did not arrive within the "
+                f"{self.timeout:g} s timeout (SYNC_TIMEOUT); sync dir {self.directory}")
+
+    @property
+    def tombstone(self) -> str:
+        """``<job>.<step>.failed``: tells ranks arriving after a failure what happened."""
+        return self.directory + ".failed"
+
+    def _write_tombstone(self, missing: str) -> None:
+        tmp = f"{self.tombstone}.{self.rank}.{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(missing + "\n")
+            os.replace(tmp, self.tombstone)
+        except OSError:  # only a courtesy to late ranks
+            _unlink(tmp)
+
+    def _check_tombstone(self) -> None:
+        """Fail at once when this step's barrier already failed (within the timeout + margin);
+        an older tombstone belongs to an earlier attempt and is removed."""
+        try:
+            age = time.time() - os.lstat(self.tombstone).st_mtime
+            with open(self.tombstone, encoding="ascii") as f:
+                missing = f.read().strip()
+        except FileNotFoundError:
+            return
+        if age > self.timeout + STALE_MARGIN:
+            _unlink(self.tombstone)
+            return
+        raise HookError(self._failure(missing or "unknown", late=True))
 
     def _make_dirs(self, deadline: Deadline) -> None:
         while True:

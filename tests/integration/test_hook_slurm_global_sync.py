@@ -42,7 +42,8 @@ def hook_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def step_dirs(tmp_path: Path) -> list[Path]:
-    return list((tmp_path / "base").glob("*/.oci-hooks/slurm-global-sync/*"))
+    return [p for p in (tmp_path / "base").glob("*/.oci-hooks/slurm-global-sync/*")
+            if p.is_dir()]
 
 
 @pytest.mark.requires("slurm")
@@ -67,4 +68,6 @@ def test_a_missing_rank_fails_every_rank_and_leaves_no_sync_dir(testbed: Any,
                 in str(r["stderr"])
             # failed within its own timeout (plus start-up), not at the late rank's arrival
             assert float(r["end"]) < float(results[7]["start"])
+        else:  # the late rank learns at once that the barrier failed without it
+            assert "the barrier had already failed: rank(s) 7 of 12" in str(r["stderr"])
     assert step_dirs(tmp_path) == []

@@ -124,8 +124,19 @@ def test_barrier_timeout_names_missing_ranks_and_cleans_up(tmp_path: Path) -> No
         err = results[r][2]
         assert err is not None and "rank(s) 2 of 4 did not arrive within the 0.5 s" in err
     late = results[2][2]
-    assert late is not None and "did not arrive" in late  # everybody else had given up
+    assert late is not None and "the barrier had already failed: rank(s) 2 of 4" in late
     assert not directory.exists()
+    assert (tmp_path / "42.3.failed").read_text() == "2\n"
+
+
+def test_an_old_tombstone_is_ignored(tmp_path: Path) -> None:
+    tomb = tmp_path / "42.3.failed"
+    tomb.write_text("5\n")
+    old = time.time() - 100
+    os.utime(tomb, (old, old))
+    results = run_ranks(tmp_path / "42.3", 2, 5, {})
+    assert [err for _, _, err in results.values()] == [None, None]
+    assert not tomb.exists()
 
 
 def test_rank0_removes_leftovers_of_crashed_steps(tmp_path: Path) -> None:
