@@ -65,7 +65,7 @@ def _image(ref: str, centralized: bool) -> Any:
         return Image.from_squashfs(Path(ref).absolute())
     entry = _fast_lookup(ref, centralized)
     if entry is None:  # digests, loaded images, errors: the image side's full lookup
-        from hpc_exec.engine import lookup
+        from hpc_exec.engine.api import lookup
 
         entry = lookup(ref, centralized=True if centralized else None)
     return Image.from_entry(entry)

@@ -27,7 +27,7 @@ def bind_to_mount(bind: str | tuple[str, str] | tuple[str, str, bool]) -> str:
     """``"src[:dst][:ro|rw]"`` or ``(src, dst[, readonly])`` as ``--mount`` text."""
     if isinstance(bind, tuple):
         src, dst = bind[0], bind[1]
-        ro = bool(bind[2]) if len(bind) > 2 else False  # type: ignore[misc]
+        ro = bool(bind[2]) if len(bind) > 2 else False
     else:
         parts = bind.split(":")
         ro = False

@@ -8,7 +8,7 @@
   ``-e``. ``-e NAME`` copies the host value (ignored if unset); ``-e NAME=`` sets it empty.
   ``CUDA_VISIBLE_DEVICES`` on the host sets ``NVIDIA_VISIBLE_DEVICES`` and is renumbered from 0,
   as Sarus documents (the container sees only the granted GPUs, numbered 0..n-1).
-* :func:`annotations` layers the engine's own, then image labels, then ``--annotation``.
+* :func:`merge_annotations` layers the engine's own, then image labels, then ``--annotation``.
 
 Nothing here touches the system; bad input raises :class:`~hpc_exec.errors.InvalidInput`.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from hpc_exec.errors import InvalidInput
 
-__all__ = ["ImageConfig", "annotations", "cuda_renumber", "merge_environment",
+__all__ = ["ImageConfig", "cuda_renumber", "merge_annotations", "merge_environment",
            "parse_annotation", "parse_env_option", "process_args"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
@@ -126,12 +126,12 @@ def merge_environment(host: Mapping[str, str], image: ImageConfig, *,
         _edit(env, name, value, "append")
     for name in site_unset:
         env.pop(name, None)
-    for name, value in user:
-        if value is None:
+    for name, given in user:
+        if given is None:
             if name in host:
                 env[name] = host[name]
         else:
-            env[name] = value
+            env[name] = given
     cuda = host.get("CUDA_VISIBLE_DEVICES")
     if cuda and "CUDA_VISIBLE_DEVICES" in env and env["CUDA_VISIBLE_DEVICES"] == cuda:
         env["NVIDIA_VISIBLE_DEVICES"] = cuda
@@ -146,7 +146,7 @@ def parse_annotation(text: str) -> tuple[str, str]:
     return key, value
 
 
-def annotations(*, mpi: bool = False, mpi_type: str | None = None,
+def merge_annotations(*, mpi: bool = False, mpi_type: str | None = None,
                 default_mpi_type: str | None = None, glibc: bool = False, ssh: bool = False,
                 sync: bool = False, log_level: str | None = None,
                 labels: Sequence[tuple[str, str]] = (),

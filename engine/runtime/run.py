@@ -161,7 +161,7 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
     user_ann = [opts.parse_annotation(a) for a in options.annotations]
     if options.pid not in ("host", "private"):
         raise InvalidInput(f"invalid --pid {options.pid!r} (expected host or private)")
-    ann = opts.annotations(mpi=options.mpi, mpi_type=options.mpi_type,
+    ann = opts.merge_annotations(mpi=options.mpi, mpi_type=options.mpi_type,
                            default_mpi_type=settings.default_mpi_type, glibc=options.glibc,
                            ssh=options.ssh, sync=options.sync, log_level=options.log_level,
                            labels=image.config.labels, user=user_ann)
@@ -379,9 +379,9 @@ def _run_forked(options: RunOptions, image: Image, settings: Settings, p: _Plan)
 
         data = json.loads(report)
         cls = getattr(errors, data["class"], RuntimeFailure)
-        exc = cls.__new__(cls)
-        HpcExecError.__init__(exc, data["message"], hint=data["hint"])
-        raise exc
+        err = cls.__new__(cls)
+        HpcExecError.__init__(err, data["message"], hint=data["hint"])
+        raise err
     return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else \
         128 + os.WTERMSIG(status)
 

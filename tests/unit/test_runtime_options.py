@@ -13,7 +13,7 @@ from hpc_exec.engine.runtime.mounts import (
 )
 from hpc_exec.engine.runtime.options import (
     ImageConfig,
-    annotations,
+    merge_annotations,
     cuda_renumber,
     merge_environment,
     parse_env_option,
@@ -150,7 +150,7 @@ def test_cuda_visible_devices() -> None:
 
 
 def test_annotations_precedence() -> None:
-    ann = annotations(mpi=True, default_mpi_type="mpich", ssh=True,
+    ann = merge_annotations(mpi=True, default_mpi_type="mpich", ssh=True,
                       labels=[("com.hooks.mpi.type", "openmpi"), ("label", "l")],
                       user=[("label", "user"), ("com.hooks.ssh.enabled", "false")])
     assert ann["com.hooks.mpi.enabled"] == "true"
@@ -158,8 +158,8 @@ def test_annotations_precedence() -> None:
     assert ann["label"] == "user"  # --annotation has the last word
     assert ann["com.hooks.ssh.enabled"] == "false"
     assert ann["com.hooks.slurm-global-sync.enabled"] == "true"
-    assert annotations(mpi_type="x")["com.hooks.mpi.type"] == "x"
-    assert annotations(glibc=True) == {"com.hooks.glibc.enabled": "true"}
+    assert merge_annotations(mpi_type="x")["com.hooks.mpi.type"] == "x"
+    assert merge_annotations(glibc=True) == {"com.hooks.glibc.enabled": "true"}
 
 
 def test_image_config_from_metadata() -> None:
