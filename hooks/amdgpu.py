@@ -81,6 +81,7 @@ def _run(log: Log) -> int:
     if not os.path.exists("/dev/kfd"):
         log.debug("no /dev/kfd on this node (no AMD ROCm driver): nothing to do")
         return 0
+
     paths = ["/dev/kfd", *select_nodes(gpu_nodes(),
                                        container.env.get("ROCR_VISIBLE_DEVICES", ""))]
     enter_mount_namespace(container.state.pid)

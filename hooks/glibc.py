@@ -21,11 +21,8 @@ import sys
 if not __package__:  # run as a file (python3 -I -S .../hpc_exec/hooks/<hook>.py): docs/hooks.md
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hpc_exec.hooks import _ldcache
-from hpc_exec.hooks._libs import add_library, elf_soname, glibc_version, split_paths
-from hpc_exec.hooks._mount import bind, enter_mount_namespace, resolve_in_rootfs
+# Only what the not-applicable path needs is imported here; the rest once the hook applies.
 from hpc_exec.hooks._state import HookError, Log, read_container, run_hook
-from hpc_exec.hooks.mount import ldconfig
 
 __all__ = ["main"]
 
@@ -37,6 +34,11 @@ def _run(log: Log) -> int:
     if container.annotations.get("com.hooks.glibc.enabled", "").lower() != "true":
         log.debug("annotation com.hooks.glibc.enabled is not 'true': nothing to do")
         return 0
+    from hpc_exec.hooks import _ldcache
+    from hpc_exec.hooks._libs import add_library, elf_soname, glibc_version, split_paths
+    from hpc_exec.hooks._mount import bind, enter_mount_namespace, resolve_in_rootfs
+    from hpc_exec.hooks.mount import ldconfig
+
     host_libs = split_paths(os.environ.get("GLIBC_LIBS", ""), "GLIBC_LIBS")
     if not host_libs:
         raise HookError("GLIBC_LIBS is not set in the hook env (the host's glibc libraries)")

@@ -28,21 +28,7 @@ import sys
 if not __package__:  # run as a file (python3 -I -S .../hpc_exec/hooks/<hook>.py): docs/hooks.md
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hpc_exec.hooks import _ldcache
-from hpc_exec.hooks._libs import (
-    COMPATIBILITY_TYPES,
-    add_library,
-    check_abi,
-    linker_name,
-    split_paths,
-    version_of,
-)
-from hpc_exec.hooks._mount import (
-    allow_device,
-    bind,
-    enter_mount_namespace,
-    resolve_in_rootfs,
-)
+# Only what the not-applicable path needs is imported here; the rest once the hook applies.
 from hpc_exec.hooks._state import (
     Container,
     HookError,
@@ -50,7 +36,6 @@ from hpc_exec.hooks._state import (
     read_container,
     run_hook,
 )
-from hpc_exec.hooks.mount import ldconfig
 
 __all__ = ["main", "plan"]
 
@@ -60,6 +45,10 @@ HOOK = "mpi"
 def plan(container: Container, host_libs: list[str], mode: str, log: Log
          ) -> tuple[list[tuple[str, str]], list[str]]:
     """(host library, container target) replacements and host libraries to add."""
+    from hpc_exec.hooks import _ldcache
+    from hpc_exec.hooks._libs import check_abi, linker_name, version_of
+    from hpc_exec.hooks._mount import resolve_in_rootfs
+
     cache = _ldcache.read(container.rootfs)
     replace: list[tuple[str, str]] = []
     add: list[str] = []
@@ -101,6 +90,10 @@ def _run(log: Log) -> int:
     if wanted and asked and wanted != asked:
         log.debug(f"MPI type {asked!r} requested; this hook provides {wanted!r}: nothing to do")
         return 0
+    from hpc_exec.hooks._libs import COMPATIBILITY_TYPES, add_library, split_paths
+    from hpc_exec.hooks._mount import allow_device, bind, enter_mount_namespace, resolve_in_rootfs
+    from hpc_exec.hooks.mount import ldconfig
+
     host_libs = split_paths(os.environ.get("MPI_LIBS", ""), "MPI_LIBS")
     if not host_libs:
         raise HookError("MPI_LIBS is not set in the hook env (the host's MPI libraries)")
