@@ -83,7 +83,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="hpc-exec-bench-run-", dir="/var/tmp"))
     try:
         config = root / "config.yaml"
-        config.write_text(f"insecureRegistries: [\"{tenv['HPC_EXEC_TESTBED_REGISTRY']}\"]\n")
+        # JSON syntax (still YAML): the loader then skips importing the YAML parser.
+        config.write_text(json.dumps({"insecureRegistries": [tenv["HPC_EXEC_TESTBED_REGISTRY"]]}))
         env = dict(os.environ, **tenv, HPC_EXEC_CONFIG=str(config),
                    HPC_EXEC_HOME=str(root / "home"))
         # An installed hpc-exec has its bytecode compiled; let the warm-up runs write it.

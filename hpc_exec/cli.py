@@ -31,7 +31,13 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands on a per-task hot path: when one of them is the command, only its module is
+# imported and registered (the others would cost every task their imports and parsers).
+HOT_COMMANDS = {"run": "hpc_exec.run_cli"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of ``command`` when it is a hot one."""
     parser = argparse.ArgumentParser(
         prog="hpc-exec",
         description="Run OCI containers on HPC clusters, images pulled once into a squashfs cache.",
@@ -48,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import importlib
 
-    for name in COMMAND_MODULES:
+    for name in [HOT_COMMANDS[command]] if command in HOT_COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
 
@@ -63,7 +69,10 @@ def _setup_logging(debug: bool, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # No global option takes a value, so the first word is the command.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command) if command in HOT_COMMANDS else build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.debug, args.verbose)
     handler: Handler = args.handler
