@@ -4,6 +4,7 @@ Contract:
 
 * :func:`pull`, :func:`load`, :func:`images`, :func:`lookup` and :func:`remove` work on one
   repository: the per-user local one (``$HPC_EXEC_HOME``, else the site's
+  ``sharedRepositoryDir`` -- one group-writable repository for everyone in its group -- else
   ``localRepositoryBaseDir/<user>/.hpc-exec``, else ``~/.hpc-exec``) or, with
   ``centralized=True``, the site's ``centralizedRepositoryDir``, which only its owners can write.
 * :func:`lookup` with ``centralized=None`` looks in the local repository, then the centralized
@@ -17,6 +18,7 @@ Importing this module is cheap: the registry client and the converter load on fi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,9 @@ def repository(centralized: bool = False, *, settings: Settings | None = None,
             raise RepositoryError(f"the centralized repository {layout.root} is read-only for "
                                   "you", hint="ask the site administrators to pull the image")
         kind = "centralized"
+    elif settings.shared_repository_dir is not None and not os.environ.get("HPC_EXEC_HOME"):
+        layout = Layout(settings.shared_repository_dir, group_shared=True)
+        kind = "shared"
     else:
         layout = Layout(settings.local_repository())
         kind = "local"

@@ -77,6 +77,7 @@ class Settings:
     source: str = "built-in defaults"
     local_repository_base_dir: Path | None = None  # None: $HPC_EXEC_HOME, else ~/.hpc-exec
     centralized_repository_dir: Path | None = None  # read-only for users
+    shared_repository_dir: Path | None = None  # group-writable; replaces the local one if set
     temp_dir: Path = Path("/tmp")
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     repository_metadata_lock_timings: LockTimings = field(default_factory=LockTimings)
@@ -141,12 +142,16 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
     """Validate a parsed config mapping into :class:`Settings` (pure)."""
     data = dict(data or {})
     _expect(data, dict, "(top level)")
-    _keys(data, {"localRepositoryBaseDir", "centralizedRepositoryDir", "tempDir", "squashfs",
+    _keys(data, {"localRepositoryBaseDir", "centralizedRepositoryDir", "sharedRepositoryDir",
+                 "tempDir", "squashfs",
                  "repositoryMetadataLockTimings", "insecureRegistries"} | RUNTIME_KEYS, "")
     kw: dict[str, Any] = {"source": source}
     if data.get("localRepositoryBaseDir") is not None:
         kw["local_repository_base_dir"] = _abspath(data["localRepositoryBaseDir"],
                                                    "localRepositoryBaseDir")
+    if data.get("sharedRepositoryDir") is not None:
+        kw["shared_repository_dir"] = _abspath(data["sharedRepositoryDir"],
+                                               "sharedRepositoryDir")
     if data.get("centralizedRepositoryDir") is not None:
         kw["centralized_repository_dir"] = _abspath(data["centralizedRepositoryDir"],
                                                     "centralizedRepositoryDir")

@@ -176,7 +176,7 @@ class PullLock:
         return FileLock(self.repo.layout.pull_lock(self.digest), shared=shared, timeout=timeout,
                         warning=self.repo.settings.repository_metadata_lock_timings.warning_ms
                         / 1000, what=f"the pull of {self.digest[:19]}",
-                        on_wait=self.report.say, poll=0.02)
+                        on_wait=self.report.say, poll=0.02, mode=self.repo.layout.file_mode)
 
     def __enter__(self) -> ImageEntry | None:
         deadline = time.monotonic() + PULL_LOCK_TIMEOUT

@@ -94,7 +94,7 @@ class Index:
                         timeout=self.timings.timeout_ms / 1000,
                         warning=self.timings.warning_ms / 1000,
                         what="the repository metadata lock", on_wait=self.on_wait,
-                        poll=0.02)
+                        poll=0.02, mode=self.layout.file_mode)
 
     # -- reading -------------------------------------------------------------------------------
     def _load(self) -> dict[str, ImageEntry]:
@@ -149,6 +149,7 @@ class Index:
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self.layout.share(tmp)
             os.replace(tmp, self.layout.metadata)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

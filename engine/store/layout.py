@@ -12,6 +12,9 @@ Contract:
   ``tmp/<owner>.*`` left by a killed process (:meth:`Layout.remove_stale_temps`).
 * ``pulls.log`` is an append-only audit log (one ``O_APPEND`` write per line): who downloaded
   and converted what, and when.
+* A ``group_shared`` layout (the site's ``sharedRepositoryDir``) keeps its directories setgid
+  and group-writable and its mutable files (index, locks, log) group-writable, so every member
+  of the directory's group can pull into it, whatever their umask.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ def _hex(digest: str) -> str:
 class Layout:
     """Paths of one repository root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, group_shared: bool = False) -> None:
         self.root = Path(root)
+        self.group_shared = group_shared
 
     def __repr__(self) -> str:
         return f"Layout({str(self.root)!r})"
@@ -114,6 +118,19 @@ class Layout:
                 removed.append(path)
         return removed
 
+    @property
+    def file_mode(self) -> int | None:
+        """Mode for mutable files (locks, index) in a group-shared layout, else None."""
+        return 0o664 if self.group_shared else None
+
+    def share(self, path: Path, mode: int = 0o664) -> None:
+        """Make ``path`` group-writable in a group-shared layout (best effort: owner only)."""
+        if self.group_shared:
+            try:
+                os.chmod(path, mode)
+            except OSError:
+                pass
+
     def publish(self, tmp: Path, final: Path) -> bool:
         """fsync ``tmp`` and rename it to ``final``; False (tmp deleted) if ``final`` exists."""
         if final.exists():
@@ -136,10 +153,13 @@ class Layout:
         """Create the tree if needed; RepositoryError if unwritable or of another version."""
         try:
             for d in (self.root, self.images_dir, self.locks_dir, self.tmp_dir):
-                d.mkdir(parents=True, exist_ok=True)
+                if not d.is_dir():
+                    d.mkdir(parents=True, exist_ok=True)
+                    self.share(d, 0o2775)
             if not self.version_file.exists():
                 tmp = self.temp("version")
                 tmp.write_text(f"{FORMAT_VERSION}\n")
+                self.share(tmp, 0o644)
                 os.replace(tmp, self.version_file)
         except OSError as exc:
             raise RepositoryError(f"cannot create repository {self.root}: "
@@ -177,8 +197,10 @@ class Layout:
     def log_event(self, kind: str, what: str) -> None:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         line = f"{now} {socket.gethostname()} {os.getpid()} {kind} {what}\n".encode()
-        fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
         try:
+            if self.group_shared and os.fstat(fd).st_uid == os.getuid():
+                os.fchmod(fd, 0o664)
             os.write(fd, line)
         finally:
             os.close(fd)

@@ -43,6 +43,7 @@ class FileLock:
         what: str = "a lock",
         on_wait: Callable[[str], None] | None = None,
         poll: float = 0.05,
+        mode: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.shared = shared
@@ -51,12 +52,16 @@ class FileLock:
         self.what = what
         self.on_wait = on_wait
         self.poll = poll
+        self.mode = mode  # e.g. 0o664 in a group-shared repository
         self._fd: int | None = None
         self.waited = 0.0  # seconds the last acquire waited
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            if self.mode is not None and os.fstat(fd).st_uid == os.getuid():
+                os.fchmod(fd, self.mode)
+            return fd
         except PermissionError:
             if self.shared:  # a read-only repository: a shared lock needs only read access
                 try:

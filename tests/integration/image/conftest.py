@@ -59,6 +59,12 @@ class RegistryProxy:
                     proxy.counts[(self.command, path)] += 1
                 host, _, port = proxy.upstream.partition(":")
                 conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                try:
+                    self._exchange(conn, path)
+                finally:
+                    conn.close()
+
+            def _exchange(self, conn: http.client.HTTPConnection, path: str) -> None:
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "connection")}
                 length = int(self.headers.get("Content-Length") or 0)
