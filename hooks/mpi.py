@@ -10,7 +10,8 @@ container's mount namespace itself; no arguments):
   ``MPI_DEPENDENCY_LIBS`` (bound under ``/usr/lib``), ``BIND_MOUNTS`` (bound at the same path;
   device files are whitelisted ``rw`` in a cgroup-v1 devices controller),
   ``MPI_COMPATIBILITY_TYPE`` (``major``, ``full`` (default) or ``strict``, see hooks/_libs.py),
-  ``LDCONFIG_PATH`` (host ldconfig, run as ``ldconfig -r <rootfs>`` at the end; recommended).
+  ``LDCONFIG_PATH`` (host ldconfig, run as ``ldconfig -r <rootfs>`` before looking at the
+  container's libraries and again at the end; recommended).
 * The container's libraries are found in its ``/etc/ld.so.cache``: for each host library
   ``libX.so.A.B.C`` every container entry ``libX.so*``. Each is replaced by a read-only bind of
   the host library when the ABI rules allow: majors equal; host minor ≥ container minor, a
@@ -104,6 +105,9 @@ def _run(log: Log) -> int:
         raise HookError(f"MPI_COMPATIBILITY_TYPE={mode!r} is not one of "
                         f"{', '.join(COMPATIBILITY_TYPES)}")
     enter_mount_namespace(container.state.pid)
+    # Refresh the container's linker cache first: an image's cache can be older than its files
+    # (a layer that re-versions libraries), and the plan must see the files as they are.
+    ldconfig(container, log)
     replace, add = plan(container, host_libs, mode, log)
     for host, target in replace:
         bind(host, target, readonly=True)

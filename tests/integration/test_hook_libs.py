@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hpc_exec import process
 
 HOST_MPICH = "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
 HOST_MPICHCXX = "/usr/lib/x86_64-linux-gnu/libmpichcxx.so.12"
+HOST_MPICHFORT = "/usr/lib/x86_64-linux-gnu/libmpichfort.so.12"
 HOST_LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 HOST_LIBM = "/lib/x86_64-linux-gnu/libm.so.6"
 
@@ -60,13 +62,27 @@ cmp -s "{os.path.realpath(HOST_MPICHCXX)}" "{root}/usr/lib/libmpichcxx.so.12" &&
 readlink "{root}/usr/lib/libmpichcxx.so"
 test -c "{root}/dev/null" && echo device
 """, {"MPI_LIBS": f"{HOST_MPICH}:{HOST_MPICHCXX}", "BIND_MOUNTS": "/dev/null",
-      "LDCONFIG_PATH": "/sbin/ldconfig", "HOOK_LOG_LEVEL": "debug"})
+      "HOOK_LOG_LEVEL": "debug"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["replaced", "added",
                                    os.path.basename(os.path.realpath(HOST_MPICHCXX)), "device"]
-    # ldconfig -r rewrote the container's cache from the (now real) libraries
+
+
+@pytest.mark.requires("root")
+@pytest.mark.skipif(not os.path.exists(HOST_MPICH), reason="needs Debian's libmpich12")
+def test_mpi_hook_refreshes_a_stale_linker_cache_first(tmp_path: Path) -> None:
+    # The image's cache knows nothing of its (real, re-versioned) libmpichcxx: with
+    # LDCONFIG_PATH the hook refreshes the cache before looking, then again after mounting.
+    state = bundle(tmp_path, {}, {"com.hooks.mpi.enabled": "true"})
+    root = tmp_path / "bundle/rootfs"
+    shutil.copyfile(os.path.realpath(HOST_MPICHCXX), root / "usr/lib/libmpichcxx.so.12.1.0")
+    done = in_namespace("mpi", state, f"""
+grep -c " {root}/usr/lib/libmpichcxx.so.12.1.0 " /proc/self/mountinfo
+""", {"MPI_LIBS": f"{HOST_MPICHCXX}:{HOST_MPICHFORT}", "LDCONFIG_PATH": "/sbin/ldconfig"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
     sonames = {s for s, _ in _ldcache.read(str(root))}
-    assert "libmpichcxx.so.12" in sonames
+    assert {"libmpichcxx.so.12", "libmpichfort.so.12"} <= sonames
 
 
 @pytest.mark.requires("root")

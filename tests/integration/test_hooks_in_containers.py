@@ -1,10 +1,14 @@
-"""``srun -N3 -n12 hpc-exec run --sync IMAGE`` on the testbed: the global-sync hook in real
-containers, installed from the sample hooks.d file.
+"""Hooks in real ``hpc-exec run`` containers on the testbed, installed from the sample hooks.d
+files (filled in as an installer would).
 
-Some ranks start late by random amounts; each container prints the wall clock when its process
+``srun -N3 -n12 hpc-exec run --sync IMAGE``: some ranks start late by random amounts; each container prints the wall clock when its process
 starts, and no container may start before the last rank started ``hpc-exec run`` (its arrival
 at the barrier can only be later). A rank later than the timeout makes every rank fail with
 the engine's runtime-failure code and an error naming it, leaving no sync dir behind.
+
+``hpc-exec run --mpi`` with the testbed's MPICH images: the ABI-compatible one (12.1.0) gets the
+host's libmpich (Debian's 12.x) bind-mounted over its own, the incompatible one (13.0.0) is
+refused with both versions named.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from hpc_exec import process
 ROOT = Path(__file__).resolve().parents[2]
 RANK_SCRIPT = Path(__file__).with_name("_run_rank.py")
 NTASKS = 12
+HOST_MPICH = [f"/usr/lib/x86_64-linux-gnu/{lib}.so.12"
+              for lib in ("libmpich", "libmpichcxx", "libmpichfort")]
 RUNTIME_FAILURE = 121  # hpc_exec.errors.ExitCode.RUNTIME
 MISSING = re.compile(r"rank\(s\) ([\d, ]+) of 12 did not arrive within the 5 s timeout "
                      r"\(SYNC_TIMEOUT\)")
@@ -50,12 +56,27 @@ class Site:
         self.env = testbed.environ(HPC_EXEC_CONFIG=str(config),
                                    HPC_EXEC_HOME=str(root / "home"))
         self.image = testbed.image_python
+        self.mpich = self.mpich_incompatible = ""
+
+    def install(self, sample_name: str, **edits: str) -> None:
+        """Make the filled-in sample the only hook; ``edits`` replace text in it."""
+        for old in self.hooks_dir.iterdir():
+            old.unlink()
+        sample = ROOT / "workflows/hooks.d" / sample_name
+        text = fill_sample(sample.read_text(), sample_values(
+            HOOK_BASE_DIR=str(self.base), MPI_LIBS=":".join(HOST_MPICH),
+            MPI_DEPENDENCY_LIBS=""))
+        for old_text, new_text in edits.items():
+            text = text.replace(old_text, new_text)
+        (self.hooks_dir / sample.name).write_text(text)
 
     def install_sync_hook(self, timeout: int) -> None:
-        sample = ROOT / "workflows/hooks.d/09-slurm-global-sync-hook.json"
-        text = fill_sample(sample.read_text(), sample_values(HOOK_BASE_DIR=str(self.base)))
-        text = text.replace("SYNC_TIMEOUT=300", f"SYNC_TIMEOUT={timeout}")
-        (self.hooks_dir / sample.name).write_text(text)
+        self.install("09-slurm-global-sync-hook.json",
+                     **{"SYNC_TIMEOUT=300": f"SYNC_TIMEOUT={timeout}"})
+
+    def run(self, *args: str) -> process.Completed:
+        return process.run([hpc_exec_exe(), "run", *args], env=self.env, timeout=300,
+                           check=False, desc="hpc-exec run")
 
     def step(self, delays: dict[int, float]) -> list[dict[str, Any]]:
         out = Path(tempfile.mkdtemp(dir=self.root))
@@ -78,8 +99,12 @@ def site(testbed: Any) -> Iterator[Site]:
     os.chmod(root, 0o755)
     try:
         s = Site(root, testbed)
-        process.run([hpc_exec_exe(), "pull", s.image], env=s.env, timeout=600,
-                    desc="pulling the python test image")
+        for image in (s.image, testbed.env["HPC_EXEC_TESTBED_IMAGE_MPICH"],
+                      testbed.env["HPC_EXEC_TESTBED_IMAGE_MPICH_INCOMPATIBLE"]):
+            process.run([hpc_exec_exe(), "pull", image], env=s.env, timeout=600,
+                        desc="pulling a test image")
+        s.mpich = testbed.env["HPC_EXEC_TESTBED_IMAGE_MPICH"]
+        s.mpich_incompatible = testbed.env["HPC_EXEC_TESTBED_IMAGE_MPICH_INCOMPATIBLE"]
         yield s
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -112,3 +137,28 @@ def test_a_missing_rank_fails_every_container_clearly(site: Site) -> None:
             assert r["stderr"].count("failed on rank") >= 1
     assert "the barrier had already failed" in results[7]["stderr"]
     assert site.sync_dirs() == []
+
+
+@pytest.mark.requires("root", "runc")
+@pytest.mark.skipif(not os.path.exists(HOST_MPICH[0]), reason="needs Debian's libmpich12")
+def test_mpi_hook_swaps_in_the_host_mpich(site: Site) -> None:
+    site.install("05-mpi-hook.json")
+    done = site.run("--mpi", site.mpich, "sh", "-c",
+                    "grep libmpich /proc/self/mountinfo; ls /usr/lib/x86_64-linux-gnu")
+    assert done.returncode == 0, done.stderr
+    host = os.path.realpath(HOST_MPICH[0])
+    # the host's libmpich.so.12.x.y is mounted over the image's libmpich.so.12.1.0
+    assert any(host in line and "/libmpich.so.12.1.0 " in line
+               for line in done.stdout.splitlines()), done.stdout
+    plain = site.run(site.mpich, "sh", "-c", "grep -c libmpich /proc/self/mountinfo || true")
+    assert plain.stdout.strip() == "0"  # without --mpi the hook does not apply
+
+
+@pytest.mark.requires("root", "runc")
+@pytest.mark.skipif(not os.path.exists(HOST_MPICH[0]), reason="needs Debian's libmpich12")
+def test_mpi_hook_refuses_an_incompatible_image(site: Site) -> None:
+    site.install("05-mpi-hook.json")
+    done = site.run("--mpi", site.mpich_incompatible, "true")
+    assert done.returncode == RUNTIME_FAILURE
+    assert "ABI-incompatible MPI libraries: major versions differ (host 12." in done.stderr
+    assert "vs container 13.0.0)" in done.stderr
