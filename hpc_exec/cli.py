@@ -33,7 +33,7 @@ COMMAND_MODULES = [
 
 # Commands on a per-task hot path: when one of them is the command, only its module is
 # imported and registered (the others would cost every task their imports and parsers).
-HOT_COMMANDS = {"run": "hpc_exec.run_cli"}
+HOT_COMMANDS = {"run": "hpc_exec.run_cli", "pull": "hpc_exec.images_cli"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

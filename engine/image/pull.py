@@ -24,26 +24,27 @@ import os
 import random
 import shutil
 import socket
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from hpc_exec.engine.image import manifest as mf
-from hpc_exec.engine.image.layers import LayerSource, flatten
 from hpc_exec.engine.image.reference import ImageReference, api_host, parse
 from hpc_exec.engine.image.registry import Credentials, RegistryClient
-from hpc_exec.engine.image.squash import squash
 from hpc_exec.engine.store.index import ImageEntry, Index
 from hpc_exec.engine.store.layout import Layout
 from hpc_exec.engine.store.lock import FileLock
 
 from hpc_exec.config import Settings, SquashfsOptions
 from hpc_exec.errors import RegistryError
+
+if TYPE_CHECKING:  # the rest loads only when this process does the work (waiters stay light)
+    import threading
+    from concurrent.futures import Future
+
+    from hpc_exec.engine.image import manifest as mf
+    from hpc_exec.engine.image.layers import LayerSource
 
 __all__ = ["PULL_LOCK_TIMEOUT", "PullLock", "Reporter", "Repository", "connect",
            "convert_and_publish", "entry_for", "now", "pull"]
@@ -206,6 +207,8 @@ class PullLock:
 
 def _resolve_platform(client: RegistryClient, reference: ImageReference, body: bytes,
                       ctype: str, digest: str, platform: str) -> mf.Manifest:
+    from hpc_exec.engine.image import manifest as mf
+
     top = mf.parse(body, ctype, digest)
     if isinstance(top, mf.Manifest):
         return top
@@ -219,6 +222,8 @@ def _resolve_platform(client: RegistryClient, reference: ImageReference, body: b
 
 def _fetch_config(client: RegistryClient, reference: ImageReference, image: mf.Manifest,
                   layout: Layout, owner_digest: str) -> mf.ImageConfig:
+    from hpc_exec.engine.image import manifest as mf
+
     tmp = layout.temp(_owner(owner_digest), ".config")
     try:
         client.download_blob(reference.repository, image.config.digest, tmp,
@@ -237,6 +242,13 @@ def _download_and_convert(client: RegistryClient, reference: ImageReference,
                           image: mf.Manifest, config: mf.ImageConfig, repo: Repository,
                           temp_root: Path, report: Reporter, digest: str) -> None:
     """Download layers in parallel and flatten them top-down as each one completes."""
+    import tempfile
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpc_exec.engine.image import manifest as mf
+    from hpc_exec.engine.image.layers import LayerSource
+
     temp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"hpc-exec-pull-{_owner(digest)}.", dir=temp_root))
     abort = threading.Event()
@@ -308,6 +320,9 @@ def convert_and_publish(sources: Sequence[LayerSource], config: mf.ImageConfig, 
 
 def _convert(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Layout,
              report: Reporter, owner_digest: str, options: SquashfsOptions) -> None:
+    from hpc_exec.engine.image.layers import flatten
+    from hpc_exec.engine.image.squash import squash
+
     owner = _owner(owner_digest)
     tmp_sqfs = layout.temp(owner, ".squashfs")
     tmp_meta = layout.temp(owner, ".json")
