@@ -19,10 +19,7 @@ Contract:
 
 from __future__ import annotations
 
-import datetime
 import os
-import secrets
-import socket
 from pathlib import Path
 
 from hpc_exec.errors import RepositoryError
@@ -100,6 +97,8 @@ class Layout:
     # -- temp files ----------------------------------------------------------------------------
     def temp(self, owner: str, suffix: str = "") -> Path:
         """A fresh temp name ``tmp/<owner>.<random><suffix>`` (not created)."""
+        import secrets  # here, not at the top: 'hpc-exec run' reads the index on every task
+
         return self.tmp_dir / f"{owner}.{secrets.token_hex(6)}{suffix}"
 
     def remove_stale_temps(self, owner: str) -> list[Path]:
@@ -195,6 +194,9 @@ class Layout:
 
     # -- audit log -----------------------------------------------------------------------------
     def log_event(self, kind: str, what: str) -> None:
+        import datetime
+        import socket
+
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         line = f"{now} {socket.gethostname()} {os.getpid()} {kind} {what}\n".encode()
         fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
