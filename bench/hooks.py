@@ -225,7 +225,7 @@ def startup(work: Path, runs: int) -> dict[str, dict[str, float]]:
 def _hook_file(argv: list[str], env: list[str], message: str | None = None) -> str:
     entry_env = [*env, f"TIMESTAMP_HOOK_MESSAGE={message}"] if message else env
     return json.dumps({"version": "1.0.0",
-                       "hook": {"path": argv[0], "args": ["python3", *argv[1:]],
+                       "hook": {"path": argv[0], "args": argv,
                                 "env": entry_env, "timeout": 60},
                        "when": {"always": True}, "stages": ["createContainer"]})
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hpc_exec.hooks import fill_sample, sample_values
+from hpc_exec.hooks import command, fill_sample, sample_values
 
 from hpc_exec import process
 
@@ -65,7 +65,7 @@ class Site:
         sample = ROOT / "workflows/hooks.d" / sample_name
         text = fill_sample(sample.read_text(), sample_values(
             HOOK_BASE_DIR=str(self.base), MPI_LIBS=":".join(HOST_MPICH),
-            MPI_DEPENDENCY_LIBS=""))
+            MPI_DEPENDENCY_LIBS="", GLIBC_LIBS="/lib/x86_64-linux-gnu/libc.so.6"))
         for old_text, new_text in edits.items():
             text = text.replace(old_text, new_text)
         (self.hooks_dir / sample.name).write_text(text)
@@ -162,3 +162,52 @@ def test_mpi_hook_refuses_an_incompatible_image(site: Site) -> None:
     assert done.returncode == RUNTIME_FAILURE
     assert "ABI-incompatible MPI libraries: major versions differ (host 12." in done.stderr
     assert "vs container 13.0.0)" in done.stderr
+
+
+@pytest.mark.requires("root", "runc")
+def test_timestamp_hook_logs_on_request(site: Site) -> None:
+    site.install("00-timestamp-hook.json")
+    log = site.root / "timestamps.log"
+    done = site.run("--annotation", "com.hooks.timestamp.enabled=true", "-e",
+                    f"TIMESTAMP_HOOK_LOGFILE={log}", site.image, "true")
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().endswith("[hook] [INFO] Timestamp hook: After-runtime\n")
+    log.unlink()
+    assert site.run("-e", f"TIMESTAMP_HOOK_LOGFILE={log}", site.image, "true").returncode == 0
+    assert not log.exists()  # not enabled for this container
+
+
+@pytest.mark.requires("root", "runc")
+def test_mount_hook_binds_files_and_devices(site: Site) -> None:
+    src = site.root / "share"
+    src.mkdir(mode=0o755, exist_ok=True)
+    (src / "hello").write_text("hello from the site\n")
+    for old in site.hooks_dir.iterdir():
+        old.unlink()
+    (site.hooks_dir / "06-mount.json").write_text(json.dumps({
+        "version": "1.0.0",
+        "hook": {"path": command("mount")[0],
+                 "args": [*command("mount"),
+                          f"--mount=type=bind,src={src},dst=/site/share,readonly",
+                          "--device=/dev/null:/dev/site-null:rw"]},
+        "when": {"annotations": {"^com.hooks.site.share$": "^true$"}},
+        "stages": ["createContainer"]}))
+    done = site.run("--annotation", "com.hooks.site.share=true", site.image, "sh", "-c",
+                    "cat /site/share/hello; echo x > /site/share/new || echo read-only; "
+                    "echo x > /dev/site-null && echo device-ok")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["hello from the site", "read-only", "device-ok"]
+
+
+@pytest.mark.requires("root", "runc")
+def test_glibc_and_amdgpu_hooks_are_no_ops_here(site: Site) -> None:
+    site.install("01-glibc-hook.json")
+    shutil.copy(ROOT / "workflows/hooks.d/03-amdgpu-hook.json", site.hooks_dir)
+    text = (site.hooks_dir / "03-amdgpu-hook.json").read_text()
+    (site.hooks_dir / "03-amdgpu-hook.json").write_text(
+        fill_sample(text, sample_values()))
+    # Debian bookworm's glibc is the host's: not older, so left alone; no /dev/kfd here.
+    done = site.run("--glibc", site.image, "sh", "-c", "grep -c libc.so.6 /proc/self/mountinfo"
+                    " || true; ls /dev/kfd 2>&1 || true")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "0"

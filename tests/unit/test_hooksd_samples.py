@@ -30,7 +30,9 @@ def test_samples_load_and_point_at_installed_hooks(filled: Path) -> None:
     for hook in hooks:
         scripts = [a for a in hook.args if a.endswith(".py")]
         if scripts:  # ours: python -I -S <module file>
-            assert hook.args[1:3] == ("-I", "-S")
+            # argv[0] must be the interpreter's absolute path: CPython finds its stdlib from
+            # argv[0], and runc gives hooks no PATH (a bare "python3" found /usr/bin/python3's)
+            assert hook.args[:3] == (hook.path, "-I", "-S")
             assert scripts[0] in installed
         assert hook.path.startswith("/")
 
