@@ -147,7 +147,7 @@ def prepare(settings: Settings, squashfs: Path, root: Path, rootless: bool) -> B
             options += ",userxattr"  # trusted.* xattrs are out of reach in a user namespace
         try:
             _linux.mount("overlay", str(rootfs), "overlay", nosuid, options)
-        except RuntimeFailure as exc:
+        except RuntimeFailure:
             if bundle.fuse is not None and bundle.fuse.poll() is not None:
                 log = (root / "squashfuse.log").read_text(errors="replace").strip()
                 raise RuntimeFailure(f"squashfuse_ll could not serve {squashfs}: "
