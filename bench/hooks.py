@@ -215,7 +215,12 @@ def startup(work: Path, runs: int) -> dict[str, dict[str, float]]:
                - empty_gap}
         script = os.path.join(bindir, f"hpc-hook-{name}")
         if os.path.exists(script):
-            row["console_script_process_ms"] = time_process([script], state, env, runs)
+            from hpc_exec.errors import CommandFailed
+
+            try:  # the console script needs the environment's site-packages and .pth files
+                row["console_script_process_ms"] = time_process([script], state, env, runs)
+            except CommandFailed as exc:
+                print(f"  ({script} failed: {exc})")
         out[name] = row
     out["timestamp"] = {"process_ms": time_process(command("timestamp"), state, {}, runs),
                         "gap_between_two_timestamp_hooks_ms": empty_gap}

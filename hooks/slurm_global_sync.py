@@ -270,8 +270,9 @@ class Barrier:
         mine = os.path.join(self.arrival, str(self.rank))
         while True:
             try:
+                now = time.time()  # read before the file exists: arrival is no earlier than this
                 self._touch(mine)
-                self.log.debug(f"rank {self.rank} arrived at {time.time():.6f}")
+                self.log.debug(f"rank {self.rank} arrived at {now:.6f}")
                 return
             except FileNotFoundError:
                 self._make_dirs(deadline)
