@@ -169,3 +169,26 @@ def test_security_check_names_the_file(run_site: RunSite) -> None:
         assert out.returncode == 111 and f"hook file {bad}: not valid JSON" in out.stderr
     finally:
         bad.unlink()
+
+
+def test_python_api(run_site: RunSite, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpc_exec import engine
+    from hpc_exec.errors import InvalidInput, RuntimeFailure
+
+    for key in ("HPC_EXEC_CONFIG", "HPC_EXEC_HOME"):
+        monkeypatch.setenv(key, run_site.env[key])
+    import hpc_exec.config
+
+    hpc_exec.config._cached.cache_clear()
+    data = run_site.root / "api-data"
+    data.mkdir(exist_ok=True)
+    mnt_ns = os.readlink("/proc/self/ns/mnt")
+    status = engine.run(run_site.small, ["sh", "-c", "echo $GREETING > /data/out; exit 3"],
+                        binds=[f"{data}:/data"], env={"GREETING": "hi"})
+    assert status == 3 and (data / "out").read_text() == "hi\n"
+    assert os.readlink("/proc/self/ns/mnt") == mnt_ns  # the caller stayed where it was
+    with pytest.raises(InvalidInput, match="'/etc/x:y:z'"):
+        engine.run(run_site.small, ["true"], binds=["/etc/x:y:z"])
+    with pytest.raises(RuntimeFailure, match="runc failed"):
+        engine.run(run_site.small, ["/no/such/program"])
+    hpc_exec.config._cached.cache_clear()
