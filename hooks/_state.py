@@ -39,6 +39,7 @@ __all__ = [
     "PasswdEntry",
     "State",
     "env_seconds",
+    "exit_now",
     "load_json",
     "parse_env",
     "passwd_entry",
@@ -316,6 +317,21 @@ class Log:
 
     def error(self, message: str) -> None:
         self._emit("error", message)
+
+
+def exit_now(status: int) -> None:
+    """Exit a hook run as a program without the interpreter's finalisation.
+
+    Finalisation (module teardown, garbage collection) costs a hook ~1-2 ms of its ~15 ms; a
+    hook's files are closed as it goes, and stdio is flushed here. ``__main__`` blocks only:
+    main() itself returns the status, for the console scripts and the tests.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def run_hook(name: str, body: Callable[[Log], int]) -> int:

@@ -25,7 +25,7 @@ from hpc_exec.hooks._mount import (
     enter_mount_namespace,
     resolve_in_rootfs,
 )
-from hpc_exec.hooks._state import HookError, Log, read_container, run_hook
+from hpc_exec.hooks._state import HookError, Log, exit_now, read_container, run_hook
 
 __all__ = ["gpu_nodes", "main", "select_nodes"]
 
@@ -99,4 +99,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -22,7 +22,7 @@ if not __package__:  # run as a file (python3 -I -S .../hpc_exec/hooks/<hook>.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Only what the not-applicable path needs is imported here; the rest once the hook applies.
-from hpc_exec.hooks._state import HookError, Log, read_container, run_hook
+from hpc_exec.hooks._state import HookError, Log, exit_now, read_container, run_hook
 
 __all__ = ["main"]
 
@@ -83,4 +83,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -40,6 +40,7 @@ from hpc_exec.hooks._state import (
     Container,
     Log,
     env_seconds,
+    exit_now,
     read_container,
     run_hook,
     run_program,
@@ -107,4 +108,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

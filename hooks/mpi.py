@@ -34,6 +34,7 @@ from hpc_exec.hooks._state import (
     Container,
     HookError,
     Log,
+    exit_now,
     read_container,
     run_hook,
 )
@@ -131,4 +132,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

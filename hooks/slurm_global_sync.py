@@ -57,6 +57,7 @@ from hpc_exec.hooks._state import (
     HookError,
     Log,
     env_seconds,
+    exit_now,
     passwd_entry,
     read_container,
     run_hook,
@@ -488,8 +489,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    # Skip the interpreter's finalisation (a millisecond or more of CPU per rank): at a 64-rank
-    # release every rank exits at the same moment, and on a small node that adds up.
-    status = main()
-    sys.stderr.flush()
-    os._exit(status)
+    # Skipping finalisation matters most here: at a 64-rank release every rank exits at once.
+    exit_now(main())

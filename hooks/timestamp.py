@@ -26,7 +26,7 @@ _T0 = time.time_ns()  # before the imports below: as close to "this hook started
 if not __package__:  # run as a file (python3 -I -S .../hpc_exec/hooks/<hook>.py): docs/hooks.md
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from hpc_exec.hooks._state import HookError, Log, read_container, run_hook
+from hpc_exec.hooks._state import HookError, Log, exit_now, read_container, run_hook
 
 __all__ = ["format_line", "main"]
 
@@ -65,4 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
