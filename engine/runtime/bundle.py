@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +64,15 @@ def bundle_dir(settings: Settings, rootless: bool) -> Path:
     return fallback
 
 
-@dataclass
 class Bundle:
-    root: Path
-    rootfs: Path
-    rootless: bool
-    extra_mounts: list[MountSpec] = field(default_factory=list)
-    fuse: Any = None  # the squashfuse_ll Popen (process.launch), rootless only
+    """The mounted bundle of one container (see the module docstring)."""
+
+    def __init__(self, root: Path, rootfs: Path, rootless: bool) -> None:
+        self.root = root
+        self.rootfs = rootfs
+        self.rootless = rootless
+        self.extra_mounts: list[MountSpec] = []
+        self.fuse: Any = None  # the squashfuse_ll Popen (process.launch), rootless only
 
     @property
     def config_path(self) -> Path:

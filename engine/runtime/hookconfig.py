@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hpc_exec.errors import ConfigError
 
@@ -36,8 +35,7 @@ STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "pos
           "poststop")
 
 
-@dataclass(frozen=True)
-class Hook:
+class Hook(NamedTuple):
     name: str  # file name without .json
     file: Path
     path: str

@@ -17,8 +17,7 @@ The rootfs itself is the overlay prepared by :mod:`bundle` (nosuid, nodev, tmpfs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hpc_exec.engine.runtime.mounts import MountSpec
 
@@ -33,8 +32,7 @@ MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/pro
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 
-@dataclass(frozen=True)
-class DeviceNode:
+class DeviceNode(NamedTuple):
     """A host device node resolved for the container (``--device`` / ``siteDevices``)."""
 
     path: str  # in the container
