@@ -89,11 +89,16 @@ def _fast_lookup(ref: str, centralized: bool) -> Any:
     settings = load_settings()
     try:
         key = parse(ref).key
-        roots = [] if centralized else [settings.local_repository()]
+        layouts = []
+        if not centralized:  # the same choice as engine/api.py's repository()
+            if settings.shared_repository_dir is not None and \
+                    not os.environ.get("HPC_EXEC_HOME"):
+                layouts.append(Layout(settings.shared_repository_dir, group_shared=True))
+            else:
+                layouts.append(Layout(settings.local_repository()))
         if settings.centralized_repository_dir is not None:
-            roots.append(settings.centralized_repository_dir)
-        for root in roots:
-            layout = Layout(root)
+            layouts.append(Layout(settings.centralized_repository_dir))
+        for layout in layouts:
             if not layout.metadata.exists():
                 continue
             entry = Index(layout, settings.repository_metadata_lock_timings).get(key)
