@@ -255,16 +255,16 @@ def _download_and_convert(client: RegistryClient, reference: ImageReference,
     pool = ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS, thread_name_prefix="hpc-pull")
     try:
         compressions = [mf.compression_of(d) for d in image.layers]
-        futures: list[Future[Path]] = []
         report.say(f"pulling {len(image.layers)} layer(s), "
                    f"{sum(d.size for d in image.layers) / 1e6:.1f} MB")
-        # Top layer first: it is the first one the flattener needs.
-        order = list(range(len(image.layers) - 1, -1, -1))
-        by_index: dict[int, Future[Path]] = {}
-        for i in order:
-            by_index[i] = pool.submit(_download_layer, client, reference, image.layers[i],
-                                      work, repo.layout, report, abort)
-        futures = [by_index[i] for i in range(len(image.layers))]
+        # Top layer first: it is the first one the flattener needs. A layer listed twice
+        # (the same digest) is downloaded once.
+        by_digest: dict[str, Future[Path]] = {}
+        for desc in reversed(image.layers):
+            if desc.digest not in by_digest:
+                by_digest[desc.digest] = pool.submit(_download_layer, client, reference, desc,
+                                                     work, repo.layout, report, abort)
+        futures = [by_digest[d.digest] for d in image.layers]
         sources = [LayerSource(d.digest, _opener(futures[i], compressions[i], work),
                                "gzip" if compressions[i] == "gzip" else "")
                    for i, d in enumerate(image.layers)]
@@ -303,9 +303,9 @@ def _opener(future: Future[Path], compression: str, work: Path) -> Callable[[], 
             from hpc_exec import process
 
             plain = path.with_suffix(".tar")
-            process.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(path)], timeout=1800,
-                        desc="decompressing a zstd layer")
-            path.unlink()
+            if not plain.exists():
+                process.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(path)],
+                            timeout=1800, desc="decompressing a zstd layer")
             path = plain
         return open(path, "rb")
     return open_layer

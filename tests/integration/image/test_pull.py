@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess  # noqa: TID251 - tests drive the real CLI with stdin
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ from hpc_exec.errors import ImageContentError, ImageNotFound
 pytestmark = pytest.mark.requires("squashfs")
 
 
-def cli(args: list[str], env: dict[str, str], stdin: str = ""
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["hpc-exec", *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=600)
+def cli(args: list[str], env: dict[str, str], stdin: str = "") -> process.Completed:
+    return process.run(["hpc-exec", *args], env=env, input=stdin, timeout=600, check=False,
+                       desc="hpc-exec")
 
 
 def test_pull_both_images_with_whiteouts(testbed: Any, proxy: Any, site: Any,
@@ -175,6 +173,17 @@ def test_corrupted_blob_is_rejected_and_nothing_kept(testbed: Any, proxy: Any, s
     assert helpers.no_leftovers(site) == []
     proxy.corrupt.clear()
     assert engine.pull(f"{proxy.address}/testbed/busybox:latest").squashfs.exists()
+
+
+def test_layer_listed_twice_is_downloaded_once(testbed: Any, site: Any, push: Any,
+                                               helpers: Any) -> None:
+    R = tarfile.REGTYPE
+    same = helpers.layer_tar([("same", R, "", b"1")])
+    ref = push([same, helpers.layer_tar([("top", R, "", b"2")]), same])
+    entry = engine.pull(f"{testbed.registry}/{ref}")
+    assert {"same", "top"} <= set(helpers.squashfs_members(entry.squashfs))
+    downloads = site.events("download")
+    assert len(downloads) == len(set(downloads)) == 3  # config + 2 distinct layers
 
 
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink-escape", "hardlink-out"])

@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess  # noqa: TID251 - tests drive the real CLI as another user
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,9 @@ def user(site: Any) -> Any:
         process.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
                     timeout=30, desc="useradd")
         pw = pwd.getpwnam(USER)
-    import hpc_exec
     import hpc_exec.engine
+
+    import hpc_exec
 
     py = site.root / "py"
     shutil.copytree(Path(hpc_exec.__file__).parent, py / "hpc_exec", symlinks=False,
@@ -51,13 +51,12 @@ def user(site: Any) -> Any:
     return pw
 
 
-def _as(who: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _as(who: str, args: list[str], env: dict[str, str]) -> process.Completed:
     if who == "root":
         argv = ["hpc-exec", *args]
     else:
         argv = ["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-m", "hpc_exec", *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
-                          cwd="/")
+    return process.run(argv, env=env, timeout=600, cwd="/", check=False, desc="hpc-exec")
 
 
 def _env(site: Any, config: Path, **extra: str) -> dict[str, str]:
@@ -123,9 +122,9 @@ def test_centralized_repository_is_read_only_for_users(testbed: Any, proxy: Any,
         assert out.returncode == 117, out.stderr
         assert "read-only for you" in out.stderr.splitlines()[0]
     # The run side's lookup falls back to the centralized repository.
-    found = subprocess.run(
+    found = process.run(
         ["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-c",
          f"from hpc_exec.engine import lookup; print(lookup({busybox!r}).squashfs)"],
-        env=env, capture_output=True, text=True, timeout=60, cwd="/")
+        env=env, timeout=60, cwd="/", check=False, desc="lookup as a user")
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()).parent == central / "images"
