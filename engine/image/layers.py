@@ -12,8 +12,11 @@ Contract (:func:`flatten`):
   implicit parents and resolves hard links at the end, so order does not matter.
 * Refused with :class:`~hpc_exec.errors.ImageContentError` naming the layer digest and the
   member: absolute paths, ``..`` components, a member below a symlink of the same layer (a
-  write through a symlink), a symlink over a directory its own layer wrote into, a hard link
-  whose target is absolute, contains ``..`` or passes through a symlink.
+  write through a symlink), a symlink that members of its own or an upper layer were written
+  below (a write through it across layers), a hard link whose target is absolute, contains
+  ``..`` or passes through a symlink.
+* Tar headers are parsed and copied by :mod:`~hpc_exec.engine.image.tarstream` (kept as read
+  unless a name needs cleaning), so a layer costs little more than its gzip decompression.
 * A hard link whose target an upper layer deleted or replaced is dropped with a note (a
   one-pass flattener cannot recover the old content; real images do not do this).
 

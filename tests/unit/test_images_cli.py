@@ -45,3 +45,38 @@ def test_commands_and_options_exist() -> None:
 def test_password_stdin_needs_username(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pull", "--password-stdin", "alpine"]) == 110
     assert "--password-stdin needs --username" in capsys.readouterr().err
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_on_a_tty_plain_lines_otherwise(tty: bool) -> None:
+    from hpc_exec.images_cli import CliReporter
+
+    out, err = _Stream(False), _Stream(tty)
+    r = CliReporter(out, err)  # type: ignore[arg-type]
+    r.header([("image", "x"), ("cache directory", "/c")])
+    digest = "sha256:" + "ab" * 32
+    r.layer_start(digest, 2_000_000)
+    r.layer_progress(digest, 1_000_000)
+    r.layer_done(digest)
+    assert out.text == '# image           : x\n# cache directory : "/c"\n'
+    assert f"> completed      : {digest}" in err.text
+    if tty:
+        assert "\r\x1b[K  abababababab 1.0/2.0 MB" in err.text
+        assert "> pulling        :" not in err.text
+    else:
+        assert "\r" not in err.text and f"> pulling        : {digest} (2.0 MB)" in err.text
