@@ -33,6 +33,12 @@ def test_identity_matches_the_caller(run_site: RunSite) -> None:
     assert {int(g) for g in groups.split()} == {os.getgid(), *os.getgroups()}
     out = run_site.run("run", run_site.small, "grep", "Cap", "/proc/self/status", check=True)
     assert all(line.split()[1] == "0000000000000000" for line in out.stdout.splitlines())
+    # the rootfs and bind mounts are nosuid,nodev
+    out = run_site.run("run", "--mount", f"type=bind,src={run_site.root},dst=/data",
+                       run_site.small, "cat", "/proc/self/mountinfo", check=True)
+    for target in ("/", "/data"):
+        line = next(ln for ln in out.stdout.splitlines() if ln.split()[4] == target)
+        assert {"nosuid", "nodev"} <= set(line.split()[5].split(","))
     # the host's passwd is seen: names resolve
     out = run_site.run("run", run_site.small, "grep", "^slurm:", "/etc/passwd", check=True)
     assert out.stdout.startswith("slurm:")
