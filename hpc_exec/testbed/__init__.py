@@ -115,6 +115,7 @@ def up(
         slurm.start_cluster(state, layout)
         progress("starting registries")
         registry.start_registries(state, layout)
+        registry.write_site_config(state, layout)
         if images:
             _push_images(state, layout, progress)
         state.save(layout)
@@ -225,6 +226,7 @@ def env(state_dir: Path | None = None) -> dict[str, str]:
         "HPC_EXEC_TESTBED_PRIVATE_REGISTRY": private,
         "HPC_EXEC_TESTBED_CA": str(layout.ca_cert),
         "HPC_EXEC_TESTBED_CREDENTIALS": str(layout.credentials_file),
+        "HPC_EXEC_CONFIG": str(layout.site_config),
     }
     for key, ref in sorted(state.images.items()):  # small, python, mpich, ...
         out[f"HPC_EXEC_TESTBED_IMAGE_{key.upper().replace('-', '_')}"] = f"{plain}/{ref}"

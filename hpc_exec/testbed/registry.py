@@ -21,7 +21,8 @@ from hpc_exec.errors import TestbedError
 from hpc_exec.testbed import daemons
 from hpc_exec.testbed.state import TestbedLayout, TestbedState
 
-__all__ = ["USERNAME", "read_credentials", "render_registry_config", "start_registries"]
+__all__ = ["USERNAME", "read_credentials", "registry_address", "render_registry_config",
+           "render_site_config", "start_registries", "stop_registries", "write_site_config"]
 
 USERNAME = "hpcexec"
 VARIANTS = ("plain", "private")
@@ -50,6 +51,21 @@ def render_registry_config(
         }
         cfg["auth"] = {"htpasswd": {"realm": "hpc-exec-testbed", "path": str(layout.htpasswd)}}
     return json.dumps(cfg, indent=2) + "\n"
+
+
+def render_site_config(plain_registry: str) -> str:
+    """The hpc-exec site config ``testbed env`` points HPC_EXEC_CONFIG at (pure)."""
+    return ("# Written by 'hpc-exec testbed up': hpc-exec settings for this testbed.\n"
+            "# The plain registry speaks http, so it must be listed as insecure.\n"
+            f'insecureRegistries: ["{plain_registry}"]\n')
+
+
+def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
+    text = render_site_config(registry_address(state, "plain"))
+    tmp = layout.site_config.with_name(layout.site_config.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, layout.site_config)
 
 
 def _write_private(path: Path, data: str) -> None:

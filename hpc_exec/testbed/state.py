@@ -59,6 +59,11 @@ class TestbedLayout:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def site_config(self) -> Path:
+        """An hpc-exec site config for using this testbed (``testbed env`` exports it)."""
+        return self.etc / "hpc-exec.yaml"
+
     # munge
     @property
     def munge_key(self) -> Path:

@@ -142,3 +142,10 @@ def test_mpich_images_carry_compatible_and_incompatible_abi(testbed) -> None:  #
 def test_env_names_every_test_image(testbed) -> None:  # type: ignore[no-untyped-def]
     for key in ("SMALL", "PYTHON", "MPICH", "MPICH_INCOMPATIBLE"):
         assert testbed.env[f"HPC_EXEC_TESTBED_IMAGE_{key}"].startswith(testbed.registry + "/")
+
+
+def test_env_points_hpc_exec_at_a_valid_site_config(testbed) -> None:  # type: ignore[no-untyped-def]
+    from hpc_exec.config import _load_file
+
+    settings = _load_file(Path(testbed.env["HPC_EXEC_CONFIG"]))
+    assert settings.insecure_registries == (testbed.registry,)

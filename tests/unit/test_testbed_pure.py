@@ -129,3 +129,13 @@ def test_no_debian_source_is_a_clear_error(tmp_path: Path) -> None:
     (etc / "os-release").write_text("VERSION_CODENAME=bookworm\n")
     with pytest.raises(TestbedError, match="no apt source for Debian 'bookworm'"):
         images.debian_mirror(etc)
+
+
+def test_site_config_lists_the_plain_registry_as_insecure() -> None:
+    import yaml
+
+    from hpc_exec.config import parse_settings
+
+    text = registry.render_site_config("127.0.0.1:5001")
+    settings = parse_settings(yaml.safe_load(text))
+    assert settings.insecure_registries == ("127.0.0.1:5001",)
