@@ -9,7 +9,8 @@ Contract:
   file (removed by the next writer).
 * Entries whose squashfs or metadata file vanished are dropped on read (and for good on the next
   write).
-* :meth:`Index.remove` deletes the image files when no other entry uses them.
+* :meth:`Index.remove` deletes the image files when no other entry uses them, and so does
+  :meth:`Index.add` for the image a key pointed to before (a tag that moved).
 * The format is ``{"version": 1, "images": {key: entry}}`` with file names relative to the
   repository root (docs/cache-layout.md).
 """
@@ -173,7 +174,10 @@ class Index:
             if not entry.present():  # re-checked under the lock: an rmi may have raced us
                 raise RepositoryError(f"image files of {entry.key} vanished before indexing",
                                       hint="pull again")
+            old = entries.get(entry.key)
             entries[entry.key] = entry
+            if old is not None and old.image_id != entry.image_id:
+                _drop_files_unless_used(old, entries)  # the tag moved: free the old image
         self.update(change)
 
     def remove(self, key: str) -> ImageEntry | None:
@@ -185,11 +189,15 @@ class Index:
             if entry is None:
                 return
             removed.append(entry)
-            if not any(e.image_id == entry.image_id for e in entries.values()):
-                for path in (entry.squashfs, entry.metadata):
-                    _unlink(path)
+            _drop_files_unless_used(entry, entries)
         self.update(change)
         return removed[0] if removed else None
+
+
+def _drop_files_unless_used(entry: ImageEntry, entries: dict[str, ImageEntry]) -> None:
+    if not any(e.image_id == entry.image_id for e in entries.values()):
+        for path in (entry.squashfs, entry.metadata):
+            _unlink(path)
 
 
 def _unlink(path: Path) -> None:

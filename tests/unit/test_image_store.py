@@ -99,3 +99,19 @@ def test_index_corrupt_is_repository_error(tmp_path: Path) -> None:
     layout.metadata.write_text("{not json")
     with pytest.raises(RepositoryError, match="metadata.json is not valid JSON"):
         Index(layout).read()
+
+
+def test_moved_tag_frees_the_old_image(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.ensure()
+    index = Index(layout)
+    old = _entry(layout, "k", "sha256:" + "3" * 64)
+    keep = _entry(layout, "other", "sha256:" + "4" * 64)
+    index.add(old)
+    index.add(keep)
+    index.add(_entry(layout, "k", "sha256:" + "5" * 64))
+    assert not old.squashfs.exists() and keep.squashfs.exists()
+    shared = _entry(layout, "k2", "sha256:" + "4" * 64)
+    index.add(shared)
+    index.add(_entry(layout, "k2", "sha256:" + "6" * 64))
+    assert keep.squashfs.exists()  # still used by "other"
