@@ -17,7 +17,9 @@ hit through the Python API in-process (what the Snakemake and Parsl front ends c
 machine with few cores the 16 interpreter start-ups, not the pull lock, dominate ratio 2; the
 "startup-corrected" ratio (t16_cold - t16_warm + t1_warm) / t1_cold shows the coordination cost.
 
-Each figure is the best of ``--repeat`` runs (the machine is shared). Prints a table and writes
+Each figure is the best of ``--repeat`` runs (the machine is shared). The ``hpc-exec`` run is
+the console script of this interpreter's environment (as tests/integration/conftest.py does),
+so a version manager's shim on PATH is not measured. Prints a table and writes
 bench/results/pull.json (git-ignored).
 """
 
@@ -37,6 +39,14 @@ from pathlib import Path
 from hpc_exec import process
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pull.json"
+
+
+def hpc_exec_exe() -> str:
+    """The ``hpc-exec`` script of this interpreter's environment, not a version-manager shim
+    found first on PATH (pyenv's shims add ~0.1 s of bash to every start)."""
+    beside = Path(sys.executable).parent / "hpc-exec"
+    return str(beside) if beside.exists() else "hpc-exec"
+
 TIMEOUT = 1800.0
 
 
@@ -69,7 +79,7 @@ class Bench:
         return home
 
     def pull(self, home: Path) -> None:
-        process.run(["hpc-exec", "pull", self.ref], env=self.env(home), timeout=TIMEOUT,
+        process.run([hpc_exec_exe(), "pull", self.ref], env=self.env(home), timeout=TIMEOUT,
                     desc="hpc-exec pull")
 
     def ours_cold(self) -> tuple[float, Path]:
