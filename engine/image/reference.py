@@ -6,7 +6,8 @@ Contract:
   prefixed by ``docker://`` or ``oras://`` as Snakemake and Apptainer users write it.
 * The first path component is a server when it contains ``.`` or ``:`` or is ``localhost``;
   otherwise the server is ``docker.io`` and a one-component path gets the ``library/``
-  namespace. ``index.docker.io`` and ``registry-1.docker.io`` mean ``docker.io``.
+  namespace. The server is lowercased; ``index.docker.io`` and ``registry-1.docker.io`` mean
+  ``docker.io``.
 * The tag defaults to ``latest``. A digest wins over a tag: the tag is kept for display only.
 * :attr:`ImageReference.key` is the one normalised storage key:
   ``server/repository@digest`` when a digest is given, else ``server/repository:tag``.
@@ -123,7 +124,8 @@ def parse(text: str) -> ImageReference:
         server = parts.pop(0)
         if not _HOST_RE.fullmatch(server):
             raise _fail(original, f"bad registry server {server!r}")
-        if server.lower() in _DOCKER_ALIASES:
+        server = server.lower()  # host names are case-insensitive: one key per registry
+        if server in _DOCKER_ALIASES:
             server = DEFAULT_SERVER
     for part in parts:
         if part == "":

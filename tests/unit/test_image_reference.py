@@ -26,7 +26,8 @@ D = "sha256:" + "ab" * 32
     (f"alpine@{D}", f"docker.io/library/alpine@{D}"),
     (f"alpine:3.19@{D}", f"docker.io/library/alpine@{D}"),
     (f"docker://ghcr.io/x/y:t@{D}", f"ghcr.io/x/y@{D}"),
-    ("Docker.IO/library/alpine", "Docker.IO/library/alpine:latest"),
+    ("Docker.IO/library/alpine", "docker.io/library/alpine:latest"),
+    ("My.Registry:5000/x", "my.registry:5000/x:latest"),
 ])
 def test_normalised_key(text: str, key: str) -> None:
     assert parse(text).key == key
