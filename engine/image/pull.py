@@ -89,7 +89,7 @@ def connect(server: str, credentials: Credentials | None, settings: Settings) ->
     """A client for ``server``: plain http only if the site config lists it as insecure."""
     from hpc_exec.engine.image import auth
 
-    insecure = server in settings.insecure_registries
+    insecure = server in {r.lower() for r in settings.insecure_registries}
     creds = credentials if credentials is not None else auth.from_auth_files(server)
     return RegistryClient(api_host(server), credentials=creds, insecure=insecure,
                           ca_files=[] if insecure else auth.ca_files(server))
