@@ -54,10 +54,12 @@ def render_registry_config(
 
 
 def render_site_config(plain_registry: str) -> str:
-    """The hpc-exec site config ``testbed env`` points HPC_EXEC_CONFIG at (pure)."""
-    return ("# Written by 'hpc-exec testbed up': hpc-exec settings for this testbed.\n"
-            "# The plain registry speaks http, so it must be listed as insecure.\n"
-            f'insecureRegistries: ["{plain_registry}"]\n')
+    """The hpc-exec site config ``testbed env`` points HPC_EXEC_CONFIG at (pure).
+
+    It lists the plain (http) registry as insecure. It is written in JSON syntax, which is
+    YAML too, so that loading it skips the YAML parser on every hpc-exec start.
+    """
+    return json.dumps({"insecureRegistries": [plain_registry]}, indent=2) + "\n"
 
 
 def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
