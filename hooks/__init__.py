@@ -21,6 +21,7 @@ HOOKS: dict[str, str] = {
     "mount": "mount",
     "mpi": "mpi",
     "slurm-global-sync": "slurm_global_sync",
+    "ssh": "ssh",
     "timestamp": "timestamp",
 }
 

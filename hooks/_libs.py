@@ -25,6 +25,7 @@ __all__ = [
     "COMPATIBILITY_TYPES",
     "add_library",
     "check_abi",
+    "elf_dynamic",
     "elf_soname",
     "glibc_version",
     "linker_name",
@@ -34,20 +35,23 @@ __all__ = [
 
 COMPATIBILITY_TYPES = ("major", "full", "strict")
 _SHT_DYNAMIC = 6
+_DT_NEEDED = 1
 _DT_SONAME = 14
 
 
-def elf_soname(path: str) -> str | None:
-    """The ``DT_SONAME`` of the ELF shared object at ``path`` (None if it has none or is not
-    ELF)."""
+def elf_dynamic(path: str) -> tuple[str | None, list[str]]:
+    """(``DT_SONAME`` or None, ``DT_NEEDED`` names) of the ELF file at ``path``; (None, []) when
+    it is not ELF or has no dynamic section."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise HookError(f"cannot read {path}: {exc.strerror}") from None
     if data[:4] != b"\x7fELF" or len(data) < 64:
-        return None
+        return None, []
     is64, order = data[4] == 2, "<" if data[5] == 1 else ">"
+    soname: str | None = None
+    needed: list[str] = []
     try:
         if is64:
             shoff, = struct.unpack_from(order + "Q", data, 0x28)
@@ -68,12 +72,22 @@ def elf_soname(path: str) -> str | None:
                 tag, value = struct.unpack_from(dyn, data, pos)
                 if tag == 0:
                     break
-                if tag == _DT_SONAME:
+                if tag in (_DT_SONAME, _DT_NEEDED):
                     start = strtab_offset + value
-                    return os.fsdecode(data[start:data.index(b"\0", start)])
+                    name = os.fsdecode(data[start:data.index(b"\0", start)])
+                    if tag == _DT_SONAME:
+                        soname = name
+                    else:
+                        needed.append(name)
     except (struct.error, IndexError, ValueError):
-        return None
-    return None
+        return None, []
+    return soname, needed
+
+
+def elf_soname(path: str) -> str | None:
+    """The ``DT_SONAME`` of the ELF shared object at ``path`` (None if it has none or is not
+    ELF)."""
+    return elf_dynamic(path)[0]
 
 
 def version_of(name: str) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ __all__ = [
     "bind",
     "bind_device",
     "enter_mount_namespace",
+    "mount_filesystem",
     "parse_args",
     "parse_device",
     "parse_mount",
@@ -255,6 +256,18 @@ def _mount(source: str | None, target: str, flags: int) -> None:
         err = ctypes.get_errno()
         raise HookError(f"cannot mount {source or '(remount)'} on {target}: "
                         f"{os.strerror(err)}")
+
+
+def mount_filesystem(fstype: str, target: str, options: str, *,
+                     flags: int = MS_NOSUID | MS_NODEV) -> None:
+    """Mount a new ``fstype`` (tmpfs, overlay) with ``options`` on the existing ``target``."""
+    import ctypes
+
+    libc = _c()
+    if libc.mount(fstype.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(flags),
+                  options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise HookError(f"cannot mount {fstype} on {target} ({options}): {os.strerror(err)}")
 
 
 def bind(source: str, target: str, *, readonly: bool = False, propagation: str = "") -> None:

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
     "hpc_exec.images_cli",
     "hpc_exec.run_cli",
+    "hpc_exec.ssh_cli",
 ]
 
 

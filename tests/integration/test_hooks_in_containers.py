@@ -211,3 +211,24 @@ def test_glibc_and_amdgpu_hooks_are_no_ops_here(site: Site) -> None:
                     " || true; ls /dev/kfd 2>&1 || true")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "0"
+
+
+@pytest.mark.requires("root", "runc")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dropbear"), reason="needs dropbear-bin")
+def test_ssh_hook_serves_the_container_over_ssh(site: Site) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port for this test's dropbear
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site.install("08-ssh-hook.json", **{"SERVER_PORT=15263": f"SERVER_PORT={port}"})
+    no_keys = site.run("--ssh", site.image, "true")
+    assert no_keys.returncode == RUNTIME_FAILURE
+    assert "run 'hpc-exec ssh-keygen' first" in no_keys.stderr
+    keygen = process.run([hpc_exec_exe(), "ssh-keygen"], env=site.env, timeout=120,
+                         desc="hpc-exec ssh-keygen")
+    assert "SSH keys in" in keygen.stdout
+    done = site.run("--ssh", "-e", "PROBE=from-the-container", site.image, "sh", "-c",
+                    "timeout 30 ssh localhost 'echo remote $PROBE'")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "remote from-the-container"

@@ -43,6 +43,7 @@ def test_samples_load_and_point_at_installed_hooks(filled: Path) -> None:
     ({"com.hooks.glibc.enabled": "true"}, "01-glibc-hook"),
     ({"com.hooks.timestamp.enabled": "true"}, "00-timestamp-hook"),
     ({"com.hooks.slurm.activate": "true"}, "06-mount-hook-slurm"),
+    ({"com.hooks.ssh.enabled": "true"}, "08-ssh-hook"),
 ])
 def test_annotations_select_their_hook(filled: Path, annotation: dict[str, str],
                                        expected: str) -> None:
