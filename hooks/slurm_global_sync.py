@@ -197,8 +197,9 @@ class Barrier:
         self._check_tombstone()
         self._make_dirs(deadline)
         # Watch before arriving: the last arriver must decide without a slow step in between.
-        waker = _Waker([self.directory, self.arrival, self.departure] if self.rank == 0
-                       else [self.directory])
+        # Rank 0 does not watch departure/: 63 departures at once would wake it 63 times while
+        # the others still need the CPU to be released; it polls for them instead.
+        waker = _Waker([self.directory, self.arrival] if self.rank == 0 else [self.directory])
         try:
             self._arrive(deadline)
             # The last arriver is the one whose listing shows everybody: it decides at once.
@@ -403,14 +404,18 @@ class Barrier:
 
     def _read_verdict(self) -> str | None:
         try:
-            with open(self.verdict, encoding="ascii") as f:
-                return f.read().strip() or None  # empty: never, since it is linked complete
+            fd = os.open(self.verdict, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:  # never empty: the file is linked into place complete
+            return os.read(fd, 65536).decode("ascii", "replace").strip() or None
+        finally:
+            os.close(fd)
 
     def _publish(self, verdict: str) -> None:
         """Create the verdict file unless another rank already did (first writer wins)."""
-        tmp = os.path.join(self.directory, f".verdict.{self.rank}.{os.getpid()}")
+        # The temp file goes where waiting ranks do not watch: one wake-up each, for the link.
+        tmp = os.path.join(self.departure, f".verdict.{self.rank}.{os.getpid()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
