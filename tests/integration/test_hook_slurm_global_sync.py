@@ -60,7 +60,7 @@ def test_no_rank_is_released_before_the_last_arrival(testbed: Any, tmp_path: Pat
 @pytest.mark.requires("slurm")
 def test_a_missing_rank_fails_every_rank_and_leaves_no_sync_dir(testbed: Any,
                                                                 tmp_path: Path) -> None:
-    results = run_step(testbed, tmp_path, {7: 4.0}, hook_env(tmp_path, SYNC_TIMEOUT="2"))
+    results = run_step(testbed, tmp_path, {7: 6.0}, hook_env(tmp_path, SYNC_TIMEOUT="2"))
     for r in results:
         assert r["rc"] == 1
         if r["rank"] != 7:
