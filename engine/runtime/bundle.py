@@ -118,11 +118,21 @@ def _mount_squashfs_fuse(image: Path, target: Path, log_path: Path) -> Any:
         flags = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV
         _linux.mount(str(image), str(target), "fuse.squashfuse_ll", flags,
                      f"fd={fd},rootmode=40000,user_id=0,group_id=0")
-        with open(log_path, "ab") as logf, open(os.devnull, "wb") as null:
-            return process.launch(["squashfuse_ll", "-f", str(image), f"/dev/fd/{fd}"],
-                                  desc="serving the squashfs image (squashfuse_ll)",
-                                  pass_fds=[fd], stdout=null, stderr=logf,
-                                  parent_death_signal=signal.SIGKILL)
+        # libfuse makes SIGTERM/SIGINT/SIGHUP unmount and exit, unless they are ignored when
+        # it starts. Slurm signals every process of a step and Ctrl-C the whole foreground
+        # group: the daemon must keep serving while the container handles the signal. It
+        # leaves when the mount goes away, or with us (parent-death signal).
+        quiet = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in quiet}
+        try:
+            with open(log_path, "ab") as logf, open(os.devnull, "wb") as null:
+                return process.launch(["squashfuse_ll", "-f", str(image), f"/dev/fd/{fd}"],
+                                      desc="serving the squashfs image (squashfuse_ll)",
+                                      pass_fds=[fd], stdout=null, stderr=logf,
+                                      parent_death_signal=signal.SIGKILL)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         os.close(fd)
 

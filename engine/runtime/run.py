@@ -206,7 +206,7 @@ def _sessions_of(leader: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 4 and int(fields[4]) == leader:
+        if len(fields) > 3 and int(fields[3]) == leader:  # state ppid pgrp session
             out.append(int(entry))
     return out
 
@@ -295,7 +295,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
                              state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless)
-        status = _run_runc(argv, process)
+        status = _run_runc(argv, process, reap=b.pid_file if rootless and
+                           options.pid != "private" else None)
         if status != 0:
             try:
                 errors = runc.log_errors(b.log_path.read_text(errors="replace"))
@@ -314,8 +315,43 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         b.close()
 
 
-def _run_runc(argv: list[str], process: Any) -> int:
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _reap_leftovers(pid_file: Path, stop: Any) -> None:
+    """Rootless, host PID namespace: when the container's first process has exited, SIGKILL
+    what it left in its session. As root runc does this through the container's cgroup;
+    without one, runc would wait for those processes forever."""
+    leader = 0
+    while not stop.wait(0.1):
+        if not leader:
+            try:
+                leader = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+        if not _alive(leader):
+            for pid in _sessions_of(leader):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            return
+
+
+def _run_runc(argv: list[str], process: Any, reap: Path | None = None) -> int:
+    """``runc run`` in the foreground, signals forwarded; ``reap``: see _reap_leftovers."""
     child = process.launch(argv, desc="running the container (runc run)")
+    stop = None
+    if reap is not None:
+        import threading
+
+        stop = threading.Event()
+        threading.Thread(target=_reap_leftovers, args=(reap, stop), daemon=True).start()
     previous = {}
 
     def forward(signum: int, _frame: object) -> None:
@@ -331,6 +367,8 @@ def _run_runc(argv: list[str], process: Any) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if stop is not None:
+            stop.set()
     return 128 - rc if rc < 0 else rc
 
 

@@ -129,3 +129,11 @@ def test_rootless_env_entrypoint_workdir_init(rootless: Rootless) -> None:
     out = rootless.run("--init", "--pid=private", str(rootless.image), "sh", "-c",
                        "tr '\\0' ' ' < /proc/1/cmdline")
     assert out.stdout.startswith("/dev/init -- sh"), out.stderr
+
+
+def test_rootless_background_leftovers_are_killed(rootless: Rootless) -> None:
+    # Without a cgroup runc cannot kill what the first process left behind, and would wait
+    # for it forever; the engine kills the container's session once its first process exits.
+    out = rootless.run(str(rootless.image), "sh", "-c", "sleep 3703 & echo started",
+                       timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr

@@ -117,12 +117,13 @@ def test_scancel_leaves_nothing_behind(run_site: RunSite) -> None:
 def test_sigkill_of_the_engine_leaves_nothing_behind(run_site: RunSite) -> None:
     duration = str(4000 + int(uuid.uuid4().int % 600))
     log = run_site.root / f"sigkill-{duration}.log"
-    engine = process.spawn([_exe(run_site), "run", run_site.small, "sleep", duration],
+    engine = process.spawn([_exe(run_site), "run", run_site.small, "sh", "-c",
+                            f"sleep {duration} & sleep {duration}"],
                            desc="hpc-exec run", log_path=log, env=run_site.env)
     squashfs = run_site.squashfs_of(run_site.small)
     try:
-        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
-              60)
+        _poll("waiting for the container",
+              lambda: len(_pids_with_cmdline(["sleep", duration])) == 2, 60)
         os.kill(engine.pid, signal.SIGKILL)
         engine.wait(timeout=10)
         _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
@@ -147,3 +148,11 @@ def test_sigterm_is_forwarded(run_site: RunSite) -> None:
         process.terminate(engine.pid, timeout=5)
         for pid in _pids_with_cmdline(["sleep", duration]):  # the trap left its child
             os.kill(pid, signal.SIGKILL)
+
+
+def test_background_leftovers_do_not_hold_the_run(run_site: RunSite) -> None:
+    duration = str(6000 + int(uuid.uuid4().int % 600))
+    out = run_site.run("run", run_site.small, "sh", "-c", f"sleep {duration} & echo started",
+                       timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "started"
+    _poll("a leftover process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
