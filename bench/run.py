@@ -98,8 +98,8 @@ def main() -> int:
         config = root / "config.yaml"
         # JSON syntax (still YAML): the loader then skips importing the YAML parser.
         config.write_text(json.dumps({"insecureRegistries": [tenv["HPC_EXEC_TESTBED_REGISTRY"]]}))
-        env = dict(os.environ, **tenv, HPC_EXEC_CONFIG=str(config),
-                   HPC_EXEC_HOME=str(root / "home"))
+        env = {**os.environ, **tenv, "HPC_EXEC_CONFIG": str(config),
+               "HPC_EXEC_HOME": str(root / "home")}
         # An installed hpc-exec has its bytecode compiled; let the warm-up runs write it.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         exe = _exe()
