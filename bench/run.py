@@ -175,6 +175,14 @@ def main() -> int:
         throughput = throughput_of(ours_argv, env)
         throughput_sys = throughput_of(sys_argv, sys_env) if sys_argv else 0.0
     finally:
+        from hpc_exec.engine.runtime import _linux
+        from hpc_exec.errors import RuntimeFailure
+
+        for target in (root / "bundle" / "rootfs", root / "bundle" / "lower"):
+            try:  # mounted in this process's namespace: unmount, or rmtree cannot clean up
+                _linux.umount(str(target))
+            except RuntimeFailure:
+                pass
         shutil.rmtree(root, ignore_errors=True)
 
     def ms(v: float) -> float:
