@@ -72,6 +72,7 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "umoci": "umoci",
     "tini": "tini",
     "newuidmap": "uidmap",
+    "mpicc": "libmpich-dev",
     "zstd": "zstd",
 }
 

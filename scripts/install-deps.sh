@@ -43,6 +43,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
 fi
 
+# Rootless containers mount squashfs images with FUSE as the calling user. Debian's udev rule
+# gives /dev/fuse mode 0666; machines without udev (containers, CI sandboxes) leave it 0600.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    chmod 0666 /dev/fuse
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
     echo "install-deps.sh: creating $venv" >&2
     mkdir -p "$(dirname "$venv")"

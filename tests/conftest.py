@@ -43,7 +43,12 @@ REQUIREMENTS: dict[str, Callable[[], bool]] = {
     "registry": lambda: shutil.which("docker-registry") is not None,
     "squashfs": lambda: shutil.which("tar2sqfs") is not None,
     "fuse": _have_fuse,
+    # rootless FUSE mounts: Debian's udev rule makes /dev/fuse 0666; scripts/install-deps.sh
+    # does the same where no udev runs (containers)
+    "userfuse": lambda: _have_fuse() and os.stat("/dev/fuse").st_mode & 0o006 == 0o006,
     "userns": _have_userns,
+    # an interpreter other users can run (the pytest one may live under a private home)
+    "system-python": lambda: os.access("/usr/bin/python3", os.X_OK),
 }
 
 # What the testbed fixture needs; tests that use it get these requirements implicitly.

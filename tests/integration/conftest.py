@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sys
 import tempfile
@@ -10,6 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hpc_exec import process
+
+# The unprivileged user of the rootless and shared-repository tests. Created with useradd on
+# first use (the one change to /etc the test suite makes; the testbed itself makes none).
+TEST_USER = "hpcexec-test"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def hpc_exec_exe() -> str:
@@ -27,3 +35,30 @@ def shared_tmp() -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_user() -> pwd.struct_passwd:
+    """The unprivileged test user (tests using it should require "root" and "system-python")."""
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        process.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                    timeout=30, desc="creating the test user")
+        return pwd.getpwnam(TEST_USER)
+
+
+def copy_package(dest: Path) -> Path:
+    """Copy the installed hpc_exec package under ``dest`` (for PYTHONPATH), so that the test
+    user can run it with SYSTEM_PYTHON even when the test interpreter is not readable to it."""
+    import hpc_exec.engine
+
+    import hpc_exec
+
+    target = dest / "hpc_exec"
+    shutil.copytree(Path(hpc_exec.__file__).parent, target, symlinks=False,
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    if not (target / "engine").exists():  # editable installs keep engine/ elsewhere
+        shutil.copytree(Path(hpc_exec.engine.__file__).parent, target / "engine",
+                        symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest

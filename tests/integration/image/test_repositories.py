@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -19,32 +17,17 @@ import pytest
 
 from hpc_exec import process
 
-pytestmark = pytest.mark.requires("root", "squashfs")
+from ..conftest import SYSTEM_PYTHON, TEST_USER, copy_package
 
-USER = "hpcexec-test"
-SYSTEM_PYTHON = "/usr/bin/python3"
+pytestmark = pytest.mark.requires("root", "squashfs", "system-python")
+
+USER = TEST_USER
 
 
 @pytest.fixture
-def user(site: Any) -> Any:
-    if not os.path.exists(SYSTEM_PYTHON):
-        pytest.skip(f"needs {SYSTEM_PYTHON}")
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        process.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                    timeout=30, desc="useradd")
-        pw = pwd.getpwnam(USER)
-    import hpc_exec.engine
-
-    import hpc_exec
-
-    py = site.root / "py"
-    shutil.copytree(Path(hpc_exec.__file__).parent, py / "hpc_exec", symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-    if not (py / "hpc_exec" / "engine").exists():
-        shutil.copytree(Path(hpc_exec.engine.__file__).parent, py / "hpc_exec" / "engine",
-                        symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+def user(site: Any, test_user: Any) -> Any:
+    pw = test_user
+    copy_package(site.root / "py")
     for path in [site.root, *site.root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     os.chmod(site.temp, 0o1777)

@@ -12,7 +12,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,12 @@ import pytest
 
 from hpc_exec import process
 
-pytestmark = pytest.mark.requires("root", "runc", "squashfs", "fuse", "userns")
+from ..conftest import SYSTEM_PYTHON, TEST_USER, copy_package
 
-USER = "hpcexec-test"
-SYSTEM_PYTHON = "/usr/bin/python3"
+pytestmark = pytest.mark.requires("root", "runc", "squashfs", "fuse", "userfuse", "userns",
+                                  "system-python")
+
+USER = TEST_USER
 RunSite = Any  # the run_site fixture (tests/integration/run/conftest.py)
 
 
@@ -44,23 +45,11 @@ class Rootless:
 
 
 @pytest.fixture(scope="module")
-def rootless(run_site: RunSite) -> Iterator[Rootless]:
-    if not os.path.exists(SYSTEM_PYTHON):
-        pytest.skip(f"needs {SYSTEM_PYTHON}")
-    if stat.S_IMODE(os.stat("/dev/fuse").st_mode) & 0o006 != 0o006:
-        pytest.skip("needs /dev/fuse usable by users (mode 0666, as Debian's udev rule sets)")
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        process.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                    timeout=30, desc="useradd")
-        pw = pwd.getpwnam(USER)
-    import hpc_exec
-
+def rootless(run_site: RunSite, test_user: pwd.struct_passwd) -> Iterator[Rootless]:
+    pw = test_user
     root = run_site.root / "rootless"
     root.mkdir(mode=0o755)
-    shutil.copytree(Path(hpc_exec.__file__).parent, root / "py" / "hpc_exec", symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy_package(root / "py")
     squashfs = run_site.squashfs_of(run_site.small)
     image = root / "small.sqfs"
     shutil.copyfile(squashfs, image)
