@@ -316,6 +316,7 @@ def launch(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     pass_fds: Sequence[int] = (),
+    fd_map: Mapping[int, int] | None = None,
     stdout: IO[bytes] | int | None = None,
     stderr: IO[bytes] | int | None = None,
     parent_death_signal: int | None = None,
@@ -331,13 +332,18 @@ def launch(
     exe = require(argv[0])
     log.debug("launching (%s): %s", desc, _shown(argv))
     preexec = None
-    if parent_death_signal is not None:
-        sig = int(parent_death_signal)
+    remap = dict(fd_map or {})  # the child's fd -> our fd (dup2'd before exec)
+    if parent_death_signal is not None or remap:
+        sig = None if parent_death_signal is None else int(parent_death_signal)
 
         def preexec() -> None:
-            import ctypes
+            if sig is not None:
+                import ctypes
 
-            ctypes.CDLL(None).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+                ctypes.CDLL(None).prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+            for target, source in remap.items():  # runs before close_fds keeps pass_fds
+                if target != source:
+                    os.dup2(source, target)
 
     try:
         return subprocess.Popen(
@@ -347,7 +353,7 @@ def launch(
             stderr=stderr,
             env=dict(env) if env is not None else None,
             cwd=cwd,
-            pass_fds=tuple(pass_fds),
+            pass_fds=(*pass_fds, *remap),
             preexec_fn=preexec,
         )
     except OSError as exc:

@@ -97,6 +97,26 @@ class _Plan(NamedTuple):
     init_path: str | None
     seccomp: dict[str, Any] | None
     runc: str
+    pmi_fd: int | None = None  # srun's PMI socket, handed to the container as fd 3
+
+
+# srun --mpi=pmi2 (or pmi1) gives each task a socket to its PMI server in PMI_FD. runc passes a
+# container only stdio unless told otherwise, and MPI then fails at MPI_Init ("PMI_Get_appnum
+# returned -1"); so the engine hands that socket over as the container's fd 3
+# (``runc run --preserve-fds 1``) and sets PMI_FD=3 in the container's environment.
+CONTAINER_PMI_FD = 3
+
+
+def _pmi_fd(env: Mapping[str, str]) -> int | None:
+    """The PMI socket of this task, if PMI_FD names a descriptor open in this process."""
+    text = env.get("PMI_FD", "")
+    if not text.isdigit():
+        return None
+    try:
+        os.fstat(int(text))
+    except OSError:
+        return None
+    return int(text)
 
 
 def _find_init(settings: Settings) -> str:
@@ -155,6 +175,9 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
                                  site_prepend=edits.prepend, site_append=edits.append,
                                  site_unset=edits.unset,
                                  user=[opts.parse_env_option(e) for e in options.env])
+    pmi_fd = _pmi_fd(env)
+    if pmi_fd is not None:
+        env["PMI_FD"] = str(CONTAINER_PMI_FD)
     user_ann = [opts.parse_annotation(a) for a in options.annotations]
     if options.pid not in ("host", "private"):
         raise InvalidInput(f"invalid --pid {options.pid!r} (expected host or private)")
@@ -190,7 +213,7 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
             trusted.append((Path(init_path), "the init binary"))
         check_all(trusted)
     return _Plan(args, env, cwd, site + user, devices, ann,
-                 hookconfig.hooks_by_stage(selected), init_path, seccomp, runc_path)
+                 hookconfig.hooks_by_stage(selected), init_path, seccomp, runc_path, pmi_fd)
 
 
 # -- the watchdog ----------------------------------------------------------------------------
@@ -294,9 +317,10 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         b.config_path.write_text(json.dumps(config))
         argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
                              state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
-                             rootless=rootless)
+                             rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
-                           options.pid != "private" else None)
+                           options.pid != "private" else None,
+                           fd_map={} if p.pmi_fd is None else {CONTAINER_PMI_FD: p.pmi_fd})
         if status != 0:
             try:
                 errors = runc.log_errors(b.log_path.read_text(errors="replace"))
@@ -343,9 +367,11 @@ def _reap_leftovers(pid_file: Path, stop: Any) -> None:
             return
 
 
-def _run_runc(argv: list[str], process: Any, reap: Path | None = None) -> int:
-    """``runc run`` in the foreground, signals forwarded; ``reap``: see _reap_leftovers."""
-    child = process.launch(argv, desc="running the container (runc run)")
+def _run_runc(argv: list[str], process: Any, reap: Path | None = None,
+              fd_map: Mapping[int, int] | None = None) -> int:
+    """``runc run`` in the foreground, signals forwarded; ``reap``: see _reap_leftovers;
+    ``fd_map``: descriptors runc gets (its number -> ours), for --preserve-fds."""
+    child = process.launch(argv, desc="running the container (runc run)", fd_map=fd_map or {})
     stop = None
     if reap is not None:
         import threading

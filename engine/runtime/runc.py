@@ -28,14 +28,16 @@ def find_runc(configured: Path | None) -> str:
 
 
 def run_argv(runc: str, *, bundle: Path, container_id: str, state_dir: Path, log_path: Path,
-             pid_file: Path, rootless: bool) -> list[str]:
+             pid_file: Path, rootless: bool, preserve_fds: int = 0) -> list[str]:
     argv = [runc, "--root", str(state_dir), "--log", str(log_path), "--log-format", "json"]
     if rootless:
         argv += ["--rootless", "true"]
     # --no-new-keyring: a session keyring per container would count against the user's key
     # quota on a node running many tasks, and gives nothing here.
-    argv += ["run", "--bundle", str(bundle), "--pid-file", str(pid_file), "--no-new-keyring",
-             container_id]
+    argv += ["run", "--bundle", str(bundle), "--pid-file", str(pid_file), "--no-new-keyring"]
+    if preserve_fds:  # our fds 3 .. 3+N-1 become the container's (the PMI socket)
+        argv += ["--preserve-fds", str(preserve_fds)]
+    argv.append(container_id)
     return argv
 
 

@@ -156,6 +156,24 @@ def test_mpi_hook_swaps_in_the_host_mpich(site: Site) -> None:
 
 @pytest.mark.requires("root", "runc")
 @pytest.mark.skipif(not os.path.exists(HOST_MPICH[0]), reason="needs Debian's libmpich12")
+def test_two_rank_mpi_hello_under_srun_pmi2_uses_the_host_mpich(site: Site) -> None:
+    """srun's PMI socket reaches MPI inside the container (PMI_FD), on two nodes, while the MPI
+    hook has put the host's libmpich over the image's."""
+    site.install("05-mpi-hook.json")
+    out = process.run(
+        ["srun", "--mpi=pmi2", "-N2", "-n2", hpc_exec_exe(), "run", "--mpi", site.mpich,
+         "sh", "-c", "mpi-hello && echo \"host-lib-mounts $(grep -c '/libmpich.so.12.1.0 ' "
+         "/proc/self/mountinfo)\""],
+        env=site.env, timeout=300, desc="srun --mpi=pmi2 hpc-exec run --mpi")
+    hello = sorted(ln for ln in out.stdout.splitlines() if ln.startswith("mpi-hello"))
+    assert [ln.split()[2:5] for ln in hello] == [["0", "of", "2"], ["1", "of", "2"]]
+    assert {ln.split()[6] for ln in hello} == {"node1", "node2"}
+    assert all(ln.endswith("sum 1") for ln in hello)  # MPI_Allreduce of ranks 0 + 1
+    mounts = [ln for ln in out.stdout.splitlines() if ln.startswith("host-lib-mounts")]
+    assert len(mounts) == 2 and all(int(ln.split()[1]) >= 1 for ln in mounts)
+
+
+@pytest.mark.skipif(not os.path.exists(HOST_MPICH[0]), reason="needs Debian's libmpich12")
 def test_mpi_hook_refuses_an_incompatible_image(site: Site) -> None:
     site.install("05-mpi-hook.json")
     done = site.run("--mpi", site.mpich_incompatible, "true")

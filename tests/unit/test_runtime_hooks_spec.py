@@ -111,3 +111,32 @@ def test_config_json_rootless_and_private_pid() -> None:
                        rootfs="rootfs", pid_private=True)
     assert {"type": "pid"} in cfg["linux"]["namespaces"]
     assert "hooks" not in cfg and "annotations" not in cfg
+
+
+def test_runc_argv_preserves_fds_only_when_asked() -> None:
+    from pathlib import Path
+
+    from hpc_exec.engine.runtime import runc
+
+    common = dict(bundle=Path("/b"), container_id="c1", state_dir=Path("/s"),
+                  log_path=Path("/l"), pid_file=Path("/p"), rootless=False)
+    plain = runc.run_argv("runc", **common)  # type: ignore[arg-type]
+    assert "--preserve-fds" not in plain and plain[-1] == "c1"
+    with_pmi = runc.run_argv("runc", preserve_fds=1, **common)  # type: ignore[arg-type]
+    assert with_pmi[-3:] == ["--preserve-fds", "1", "c1"]
+
+
+def test_pmi_fd_is_used_only_when_it_is_an_open_descriptor() -> None:
+    import os
+
+    from hpc_exec.engine.runtime.run import _pmi_fd
+
+    r, w = os.pipe()
+    try:
+        assert _pmi_fd({"PMI_FD": str(r)}) == r
+        assert _pmi_fd({}) is None
+        assert _pmi_fd({"PMI_FD": "x"}) is None
+    finally:
+        os.close(r)
+        os.close(w)
+    assert _pmi_fd({"PMI_FD": str(r)}) is None  # closed now
