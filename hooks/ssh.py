@@ -9,7 +9,8 @@ Contract (docs/hooks.md; a ``createContainer`` hook):
   0 (DEBUG line). Exit 1 when the keys are missing ("run hpc-exec ssh-keygen") or the
   container user's home (from the container's /etc/passwd) is empty or ``/nonexistent``.
 * Hook env: ``HOOK_BASE_DIR``, ``PASSWD_FILE`` (as the sync hook), ``SERVER_PORT`` (default
-  15263), optional ``DROPBEAR_DIR`` (where ``dropbear``, ``dbclient`` and ``dropbearkey`` are;
+  15263), optional ``SERVER_ADDRESS`` (default: every address; ``hostname``: the address of
+  this node's name in the container's /etc/hosts; or an IP), optional ``DROPBEAR_DIR`` (where ``dropbear``, ``dbclient`` and ``dropbearkey`` are;
   default: /usr/sbin and /usr/bin).
 * In the container: a tmpfs at ``/opt/oci-hooks/ssh`` holds dropbear, dbclient, the host
   libraries they need and the host's dynamic loader (so they run in any glibc or non-glibc
@@ -41,7 +42,7 @@ from hpc_exec.hooks._state import (
     run_program,
 )
 
-__all__ = ["DEFAULT_PORT", "keygen", "keys_dir", "main"]
+__all__ = ["DEFAULT_PORT", "host_address", "keygen", "keys_dir", "listen_spec", "main"]
 
 HOOK = "ssh"
 DEFAULT_PORT = 15263
@@ -165,7 +166,34 @@ def _environment(env: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def _start_dropbear(container: Container, port: int, log: Log) -> None:
+def host_address(hosts_text: str, name: str) -> str | None:
+    """The first address ``name`` has in a hosts file's text (pure)."""
+    for line in hosts_text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and name in fields[1:]:
+            return fields[0]
+    return None
+
+
+def listen_spec(port: int, address: str, hosts_text: str, nodename: str) -> str:
+    """dropbear's ``-p`` value for SERVER_ADDRESS (pure).
+
+    Empty: every address (``port``). ``hostname``: the address this node's name has in the
+    container's /etc/hosts, so that containers of several nodes sharing one network namespace
+    (the testbed's) each listen on their own. Anything else: that literal address.
+    """
+    if not address:
+        return str(port)
+    if address == "hostname":
+        found = host_address(hosts_text, nodename)
+        if found is None:
+            raise HookError(f"SERVER_ADDRESS=hostname: {nodename!r} is not in the container's "
+                            "/etc/hosts")
+        address = found
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _start_dropbear(container: Container, port: int | str, log: Log) -> None:
     """Fork dropbear, chrooted in the rootfs as the container user; it daemonises itself."""
     # dropbear re-executes argv[0] for every connection: make that the wrapper script, which
     # runs the real binary through the host loader again.
@@ -289,7 +317,12 @@ def _run(log: Log) -> int:
     with open(profile, "a", encoding="utf-8") as f:
         f.write(f"\n. {SSH_DIR}/environment  # added by the hpc-exec SSH hook\n")
 
-    _start_dropbear(container, port, log)
+    address = os.environ.get("SERVER_ADDRESS", "").strip()
+    hosts_text = ""
+    if address == "hostname":
+        with open(resolve_in_rootfs(container.rootfs, "/etc/hosts"), encoding="utf-8") as f:
+            hosts_text = f.read()
+    _start_dropbear(container, listen_spec(port, address, hosts_text, os.uname().nodename), log)
     return 0
 
 

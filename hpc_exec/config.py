@@ -86,6 +86,7 @@ class Settings:
     bundle_dir: Path = Path("/var/lib/hpc-exec/bundle")
     rootfs_folder: str = "rootfs"
     hooks_dir: Path = Path("/etc/hpc-exec/hooks.d")
+    hosts_file: Path = Path("/etc/hosts")  # copied into every container as its /etc/hosts
     runc_path: Path | None = None  # None: runc on PATH (or /usr/sbin)
     init_path: Path | None = None  # None: tini-static, else tini
     ram_filesystem_type: str = "tmpfs"
@@ -192,7 +193,8 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
 
 # -- run-side keys (issue 4) -----------------------------------------------------------------
 
-RUNTIME_KEYS = {"securityChecks", "bundleDir", "rootfsFolder", "hooksDir", "runcPath",
+RUNTIME_KEYS = {"securityChecks", "bundleDir", "rootfsFolder", "hooksDir", "hostsFile",
+                "runcPath",
                 "initPath", "ramFilesystemType", "siteMounts", "siteDevices", "environment",
                 "userMounts", "seccompProfile", "apparmorProfile", "selinuxLabel",
                 "selinuxMountLabel", "defaultMPIType"}
@@ -219,6 +221,7 @@ def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     if "securityChecks" in data:
         kw["security_checks"] = _expect(data["securityChecks"], bool, "securityChecks")
     for key, attr in (("bundleDir", "bundle_dir"), ("hooksDir", "hooks_dir"),
+                      ("hostsFile", "hosts_file"),
                       ("runcPath", "runc_path"), ("initPath", "init_path"),
                       ("seccompProfile", "seccomp_profile")):
         if data.get(key) is not None:

@@ -165,7 +165,7 @@ def prepare(settings: Settings, squashfs: Path, root: Path, rootless: bool) -> B
                                      f"{log or 'no message'}") from None
             raise
         for name in HOST_ETC_FILES:
-            src = Path("/etc") / name
+            src = settings.hosts_file if name == "hosts" else Path("/etc") / name
             if src.exists():
                 shutil.copyfile(src, root / "etc" / name)
                 bundle.extra_mounts.append(MountSpec(str(root / "etc" / name), f"/etc/{name}"))

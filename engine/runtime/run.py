@@ -206,6 +206,8 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
         trusted: list[tuple[Path, str]] = []
         if settings.source.startswith("/"):
             trusted.append((Path(settings.source), "the site config"))
+        if settings.hosts_file != Path("/etc/hosts"):
+            trusted.append((settings.hosts_file, "hostsFile"))
         trusted += [(h.file, "hook file") for h in hooks]
         trusted += [(Path(h.path), f"hook executable of {h.file.name}") for h in selected]
         trusted.append((Path(runc_path), "runc"))

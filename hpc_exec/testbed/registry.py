@@ -53,21 +53,32 @@ def render_registry_config(
     return json.dumps(cfg, indent=2) + "\n"
 
 
-def render_site_config(plain_registry: str) -> str:
+def render_site_config(plain_registry: str, hosts_file: Path) -> str:
     """The hpc-exec site config ``testbed env`` points HPC_EXEC_CONFIG at (pure).
 
-    It lists the plain (http) registry as insecure. It is written in JSON syntax, which is
-    YAML too, so that loading it skips the YAML parser on every hpc-exec start.
+    It lists the plain (http) registry as insecure and gives containers a hosts file that
+    names the nodes. It is written in JSON syntax, which is YAML too, so that loading it skips
+    the YAML parser on every hpc-exec start.
     """
-    return json.dumps({"insecureRegistries": [plain_registry]}, indent=2) + "\n"
+    return json.dumps({"insecureRegistries": [plain_registry],
+                       "hostsFile": str(hosts_file)}, indent=2) + "\n"
+
+
+def _write_public(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
-    text = render_site_config(registry_address(state, "plain"))
-    tmp = layout.site_config.with_name(layout.site_config.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, layout.site_config)
+    """Write the nodes' hosts file and the site config that names it and the registry."""
+    from hpc_exec.testbed.slurm import render_hosts
+
+    host_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
+    _write_public(layout.hosts_file, render_hosts(host_hosts, state.nodes))
+    _write_public(layout.site_config,
+                  render_site_config(registry_address(state, "plain"), layout.hosts_file))
 
 
 def _write_private(path: Path, data: str) -> None:

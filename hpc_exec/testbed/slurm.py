@@ -20,7 +20,9 @@ from hpc_exec.testbed.state import TestbedLayout, TestbedState
 
 __all__ = [
     "CPUS_PER_NODE",
+    "node_address",
     "node_names",
+    "render_hosts",
     "parse_sinfo_states",
     "render_slurm_conf",
     "slurm_env",
@@ -36,6 +38,20 @@ START_TIMEOUT = 60.0
 
 def node_names(count: int) -> list[str]:
     return [f"node{i}" for i in range(1, count + 1)]
+
+
+def node_address(node: str) -> str:
+    """A loopback address of the node's own (nodeK -> 127.0.100.K). The nodes share the
+    host's network namespace; these addresses let a service in one node's container (the SSH
+    hook's dropbear) listen apart from the same service on another node."""
+    return f"127.0.100.{int(node.removeprefix('node'))}"
+
+
+def render_hosts(host_hosts: str, nodes: list[str]) -> str:
+    """The host's /etc/hosts text plus one line per node (pure)."""
+    lines = [host_hosts.rstrip("\n"), "# hpc-exec testbed nodes"]
+    lines += [f"{node_address(n)}\t{n}" for n in nodes]
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def render_slurm_conf(

@@ -64,6 +64,11 @@ class TestbedLayout:
         """An hpc-exec site config for using this testbed (``testbed env`` exports it)."""
         return self.etc / "hpc-exec.yaml"
 
+    @property
+    def hosts_file(self) -> Path:
+        """The host's /etc/hosts plus the nodes' names; containers get it (hostsFile)."""
+        return self.etc / "hosts"
+
     # munge
     @property
     def munge_key(self) -> Path:

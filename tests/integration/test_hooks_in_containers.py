@@ -51,8 +51,11 @@ class Site:
         self.hooks_dir.mkdir(mode=0o755)
         self.base = root / "sync"
         config = root / "config.yaml"
+        # the testbed's hosts file names its nodes (nodeK -> 127.0.100.K), for SSH between them
+        hosts = json.loads(Path(testbed.env["HPC_EXEC_CONFIG"]).read_text())["hostsFile"]
         config.write_text(f'insecureRegistries: ["{testbed.registry}"]\n'
-                          f"hooksDir: {self.hooks_dir}\ntempDir: {root}\n")
+                          f"hooksDir: {self.hooks_dir}\ntempDir: {root}\n"
+                          f"hostsFile: {hosts}\n")
         self.env = testbed.environ(HPC_EXEC_CONFIG=str(config),
                                    HPC_EXEC_HOME=str(root / "home"))
         self.image = testbed.image_python
@@ -250,3 +253,33 @@ def test_ssh_hook_serves_the_container_over_ssh(site: Site) -> None:
                     "timeout 30 ssh localhost 'echo remote $PROBE'")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "remote from-the-container"
+
+
+def test_ssh_from_rank_0_reaches_the_container_on_another_node(site: Site) -> None:
+    """OpenMPI-over-SSH style: rank 0's container runs 'ssh node2 hostname' and is answered by
+    rank 1's container on node2 (its dropbear listens on node2's own address)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    site.install("08-ssh-hook.json", **{
+        '"SERVER_PORT=15263"': f'"SERVER_PORT={port}", "SERVER_ADDRESS=hostname"'})
+    process.run([hpc_exec_exe(), "ssh-keygen"], env=site.env, timeout=120,
+                desc="hpc-exec ssh-keygen")
+    shared = Path(tempfile.mkdtemp(dir=site.root))
+    os.chmod(shared, 0o777)
+    script = (
+        'if [ "$SLURM_PROCID" = 0 ]; then '
+        "  for i in $(seq 50); do "
+        "    out=$(timeout 10 ssh node2 'echo $(hostname) $PROBE' 2>/dev/null) && break; "
+        "    sleep 0.2; "
+        "  done; echo \"$out\" > /shared/answer; touch /shared/done; "
+        "else "
+        "  for i in $(seq 600); do [ -e /shared/done ] && break; sleep 0.1; done; "
+        "fi")
+    process.run(["srun", "-N2", "-n2", hpc_exec_exe(), "run", "--ssh", "-e", "PROBE=probe",
+                 "--mount", f"type=bind,src={shared},dst=/shared", site.image,
+                 "sh", "-c", script],
+                env=site.env, timeout=300, desc="srun -N2 -n2 hpc-exec run --ssh")
+    assert (shared / "answer").read_text().split() == ["node2", "probe"]

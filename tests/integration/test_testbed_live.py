@@ -149,3 +149,5 @@ def test_env_points_hpc_exec_at_a_valid_site_config(testbed) -> None:  # type: i
 
     settings = _load_file(Path(testbed.env["HPC_EXEC_CONFIG"]))
     assert settings.insecure_registries == (testbed.registry,)
+    hosts = settings.hosts_file.read_text()
+    assert "127.0.100.2\tnode2" in hosts and "localhost" in hosts

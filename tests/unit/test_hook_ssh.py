@@ -69,3 +69,17 @@ def test_wrapper_sources_the_environment_for_remote_commands() -> None:
 def test_ssh_keygen_needs_an_ssh_hook_entry(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no SSH hook in the hooks directory"):
         find_ssh_hook(tmp_path)
+
+
+def test_listen_spec_binds_to_the_nodes_own_address() -> None:
+    from hpc_exec.hooks._state import HookError
+    from hpc_exec.hooks.ssh import host_address, listen_spec
+
+    hosts = "127.0.0.1 localhost\n# nodes\n127.0.100.2\tnode2 n2  # second\n::1 ip6-localhost\n"
+    assert host_address(hosts, "n2") == "127.0.100.2"
+    assert host_address(hosts, "node9") is None
+    assert listen_spec(15263, "", hosts, "node2") == "15263"
+    assert listen_spec(15263, "hostname", hosts, "node2") == "127.0.100.2:15263"
+    assert listen_spec(22, "::1", hosts, "node2") == "[::1]:22"
+    with pytest.raises(HookError, match="'node9' is not in the container's /etc/hosts"):
+        listen_spec(22, "hostname", hosts, "node9")

@@ -136,6 +136,14 @@ def test_site_config_lists_the_plain_registry_as_insecure() -> None:
 
     from hpc_exec.config import parse_settings
 
-    text = registry.render_site_config("127.0.0.1:5001")
+    text = registry.render_site_config("127.0.0.1:5001", Path("/tb/etc/hosts"))
     settings = parse_settings(yaml.safe_load(text))
     assert settings.insecure_registries == ("127.0.0.1:5001",)
+    assert settings.hosts_file == Path("/tb/etc/hosts")
+
+
+def test_hosts_file_adds_one_own_loopback_address_per_node() -> None:
+    text = slurm.render_hosts("127.0.0.1\tlocalhost\n", ["node1", "node2", "node10"])
+    lines = text.splitlines()
+    assert lines[0] == "127.0.0.1\tlocalhost"
+    assert lines[-3:] == ["127.0.100.1\tnode1", "127.0.100.2\tnode2", "127.0.100.10\tnode10"]
