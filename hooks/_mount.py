@@ -2,10 +2,9 @@
 
 * :func:`parse_mount` and :func:`parse_device` read the ``--mount`` and ``--device`` syntax of
   ``hpc-exec run`` (Sarus syntax): ``type=bind,src|source=PATH,dst|destination|target=PATH
-  [,readonly|ro][,bind-propagation=MODE]`` and ``HOST[:CONTAINER][:ACCESS]``. The engine has its
-  own parser (engine/runtime/mounts.py); hooks keep this small copy because they may import
-  nothing outside the standard library and ``hpc_exec.hooks`` and must start fast. Both follow
-  docs/hooks.md; tests pin the same cases.
+  [,readonly|ro][,bind-propagation=MODE]`` and ``HOST[:CONTAINER][:ACCESS]``. This is the only parser of that
+  syntax: hooks may import nothing outside the standard library and ``hpc_exec.hooks``, so the
+  engine (engine/runtime/mounts.py) wraps this one instead of keeping its own.
 * :func:`resolve_in_rootfs` turns a container path into a host path under the rootfs, following
   symlinks as the container would see them, so a symlink in the image can never make a hook
   write outside the rootfs.
@@ -119,8 +118,12 @@ def parse_mount(spec: str) -> MountSpec:
         if canonical in fields:
             raise HookError(f"mount option {key!r} given twice in {spec!r}")
         fields[canonical] = value
-    if fields.get("type") != "bind":
-        raise HookError(f"mount {spec!r} needs type=bind (the only type)")
+    kind = fields.get("type")
+    if kind is None:
+        raise HookError(f"mount {spec!r} lacks type=bind (it needs type=bind, the only type)")
+    if kind != "bind":
+        raise HookError(f"unsupported mount type {kind!r} in {spec!r} (it needs type=bind, "
+                        "the only type)")
     for key, example in (("source", "src=/path"), ("destination", "dst=/path")):
         if key not in fields:
             raise HookError(f"mount {spec!r} lacks a {key} ({example})")
@@ -136,14 +139,18 @@ def parse_mount(spec: str) -> MountSpec:
 def parse_device(spec: str) -> DeviceSpec:
     """Parse one ``--device`` value: HOST[:CONTAINER][:ACCESS] (HookError when invalid)."""
     parts = spec.split(":")
-    if not parts[0] or len(parts) > 3:
+    if not parts[0]:
+        raise HookError(f"invalid device {spec!r}: it lacks a host path")
+    if len(parts) > 3:
         raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
     access = "rwm"
     if len(parts) >= 2 and not parts[-1].startswith("/"):
         access = parts.pop()
-        if not access or any(c not in "rwm" for c in access) or len(set(access)) != len(access):
-            raise HookError(f"invalid device access {access!r} in {spec!r} "
-                            "(each of the letters r, w, m at most once)")
+        if not access or any(c not in "rwm" for c in access):
+            raise HookError(f"invalid device access {access!r} in {spec!r} (letters r, w, m)")
+        if len(set(access)) != len(access):
+            raise HookError(f"device access {access!r} repeats a letter in {spec!r} "
+                            "(invalid device access: each of r, w, m at most once)")
     if len(parts) > 2:
         raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
     src = _absolute(parts[0], "device path", spec)

@@ -1,7 +1,8 @@
 """Pure parsers for ``--mount`` and ``--device`` (Sarus syntax) and the user-mount rules.
 
-* ``--mount=type=bind,src|source=PATH,dst|destination|target=PATH[,readonly]``: both paths
-  absolute; ``readonly`` (or ``ro``) makes the bind read-only.
+* ``--mount=type=bind,src|source=PATH,dst|destination|target=PATH[,readonly]
+  [,bind-propagation=MODE]``: both paths absolute; ``readonly`` (or ``ro``) makes the bind
+  read-only.
 * ``--device=HOST[:CONTAINER][:ACCESS]``: absolute device paths; ACCESS is made of the letters
   ``r``, ``w``, ``m``, each at most once (default ``rwm``).
 * :func:`check_user_destination` applies ``userMounts`` from the site config: a destination may
@@ -16,78 +17,28 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
+
+from hpc_exec.hooks import _mount as _hm
+from hpc_exec.hooks._state import HookError
 
 from hpc_exec.errors import InvalidInput, SecurityError
 
 __all__ = ["DeviceSpec", "MountSpec", "check_user_destination", "mount_spec_text",
            "parse_device", "parse_mount"]
 
-_SRC_KEYS = ("src", "source")
-_DST_KEYS = ("dst", "destination", "target")
-
-
-# NamedTuple, not dataclass: a dataclass costs ~1-2 ms to create at import, per task.
-class MountSpec(NamedTuple):
-    source: str
-    destination: str
-    readonly: bool = False
-
-
-class DeviceSpec(NamedTuple):
-    source: str
-    destination: str
-    access: str = "rwm"
-
-
-def _absolute(path: str, what: str, spec: str) -> str:
-    if not path.startswith("/"):
-        raise InvalidInput(f"{what} must be an absolute path, got {path!r} in {spec!r}")
-    if "\0" in path:
-        raise InvalidInput(f"{what} contains a NUL byte in {spec!r}")
-    return posixpath.normpath(path).replace("//", "/")
+# One parser of the --mount/--device syntax, shared with the hooks (which may import nothing
+# of the engine): hooks/_mount.py. Here its HookError becomes the engine's InvalidInput.
+MountSpec = _hm.MountSpec
+DeviceSpec = _hm.DeviceSpec
 
 
 def parse_mount(spec: str) -> MountSpec:
-    """Parse one ``--mount`` value."""
-    fields: dict[str, str] = {}
-    readonly = False
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            if key in ("readonly", "ro"):
-                readonly = True
-                continue
-            raise InvalidInput(f"invalid mount option {item!r} in {spec!r} (expected key=value "
-                               "or 'readonly')")
-        if key in ("readonly", "ro"):
-            if value.lower() not in ("true", "1", "false", "0"):
-                raise InvalidInput(f"invalid value {value!r} for readonly in {spec!r}")
-            readonly = value.lower() in ("true", "1")
-            continue
-        canonical = ("source" if key in _SRC_KEYS else "destination" if key in _DST_KEYS
-                     else key)
-        if canonical not in ("type", "source", "destination", "bind-propagation"):
-            raise InvalidInput(f"unknown mount option {key!r} in {spec!r}")
-        if canonical in fields:
-            raise InvalidInput(f"mount option {key!r} given twice in {spec!r}")
-        fields[canonical] = value
-    kind = fields.get("type")
-    if kind is None:
-        raise InvalidInput(f"mount {spec!r} lacks type=bind")
-    if kind != "bind":
-        raise InvalidInput(f"unsupported mount type {kind!r} in {spec!r} (only 'bind')")
-    if "source" not in fields:
-        raise InvalidInput(f"mount {spec!r} lacks a source (src=/path)")
-    if "destination" not in fields:
-        raise InvalidInput(f"mount {spec!r} lacks a destination (dst=/path)")
-    src = _absolute(fields["source"], "mount source", spec)
-    dst = _absolute(fields["destination"], "mount destination", spec)
-    return MountSpec(src, dst, readonly)
+    """Parse one ``--mount`` value (InvalidInput naming the bad part)."""
+    try:
+        return _hm.parse_mount(spec)
+    except HookError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def mount_spec_text(item: Mapping[str, Any]) -> str:
@@ -105,24 +56,11 @@ def mount_spec_text(item: Mapping[str, Any]) -> str:
 
 
 def parse_device(spec: str) -> DeviceSpec:
-    """Parse one ``--device`` value: HOST[:CONTAINER][:ACCESS]."""
-    parts = spec.split(":")
-    if not parts[0]:
-        raise InvalidInput(f"device {spec!r} lacks a host path")
-    if len(parts) > 3:
-        raise InvalidInput(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
-    access = "rwm"
-    if len(parts) >= 2 and not parts[-1].startswith("/"):
-        access = parts.pop()
-        if not access or any(c not in "rwm" for c in access):
-            raise InvalidInput(f"invalid device access {access!r} in {spec!r} (letters r, w, m)")
-        if len(set(access)) != len(access):
-            raise InvalidInput(f"device access {access!r} repeats a letter in {spec!r}")
-    if len(parts) > 2:
-        raise InvalidInput(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
-    src = _absolute(parts[0], "device path", spec)
-    dst = _absolute(parts[1], "device path in the container", spec) if len(parts) == 2 else src
-    return DeviceSpec(src, dst, "".join(c for c in "rwm" if c in access))
+    """Parse one ``--device`` value: HOST[:CONTAINER][:ACCESS] (InvalidInput when invalid)."""
+    try:
+        return _hm.parse_device(spec)
+    except HookError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -44,7 +44,8 @@ class DeviceNode(NamedTuple):
 
 
 def _bind(spec: MountSpec) -> dict[str, Any]:
-    options = ["rbind", "nosuid", "nodev", "rprivate"]
+    # bind-propagation from --mount (validated by the parser); private unless asked
+    options = ["rbind", "nosuid", "nodev", spec.propagation or "rprivate"]
     if spec.readonly:
         options.append("ro")
     return {"destination": spec.destination, "type": "bind", "source": spec.source,
