@@ -18,7 +18,6 @@ Importing this module is cheap: the registry client and the converter load on fi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,7 +38,7 @@ def repository(centralized: bool = False, *, settings: Settings | None = None,
     """The local (default) or centralized repository of this user and site."""
     from hpc_exec.engine.image.pull import Repository
     from hpc_exec.engine.store.index import Index
-    from hpc_exec.engine.store.layout import Layout
+    from hpc_exec.engine.store.layout import Layout, user_layout
 
     settings = settings or load_settings()
     if centralized:
@@ -51,12 +50,8 @@ def repository(centralized: bool = False, *, settings: Settings | None = None,
             raise RepositoryError(f"the centralized repository {layout.root} is read-only for "
                                   "you", hint="ask the site administrators to pull the image")
         kind = "centralized"
-    elif settings.shared_repository_dir is not None and not os.environ.get("HPC_EXEC_HOME"):
-        layout = Layout(settings.shared_repository_dir, group_shared=True)
-        kind = "shared"
     else:
-        layout = Layout(settings.local_repository())
-        kind = "local"
+        layout, kind = user_layout(settings)
     layout.check_version()
     return Repository(layout, Index(layout, settings.repository_metadata_lock_timings),
                       settings, kind)

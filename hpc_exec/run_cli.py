@@ -83,19 +83,15 @@ def _fast_lookup(ref: str, centralized: bool) -> Any:
     from hpc_exec.config import load_settings
     from hpc_exec.engine.image.reference import parse
     from hpc_exec.engine.store.index import Index
-    from hpc_exec.engine.store.layout import Layout
+    from hpc_exec.engine.store.layout import Layout, user_layout
     from hpc_exec.errors import HpcExecError
 
     settings = load_settings()
     try:
         key = parse(ref).key
         layouts = []
-        if not centralized:  # the same choice as engine/api.py's repository()
-            if settings.shared_repository_dir is not None and \
-                    not os.environ.get("HPC_EXEC_HOME"):
-                layouts.append(Layout(settings.shared_repository_dir, group_shared=True))
-            else:
-                layouts.append(Layout(settings.local_repository()))
+        if not centralized:
+            layouts.append(user_layout(settings)[0])
         if settings.centralized_repository_dir is not None:
             layouts.append(Layout(settings.centralized_repository_dir))
         for layout in layouts:

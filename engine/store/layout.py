@@ -24,7 +24,11 @@ from pathlib import Path
 
 from hpc_exec.errors import RepositoryError
 
-__all__ = ["FORMAT_VERSION", "Layout"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hpc_exec.config import Settings
+
+__all__ = ["FORMAT_VERSION", "Layout", "user_layout"]
 
 FORMAT_VERSION = 1
 
@@ -206,6 +210,15 @@ class Layout:
             os.write(fd, line)
         finally:
             os.close(fd)
+
+
+def user_layout(settings: Settings) -> tuple[Layout, str]:
+    """The repository this user pulls into and looks in first, and its kind: the site's
+    group-writable ``sharedRepositoryDir`` unless ``HPC_EXEC_HOME`` names a private one, else
+    the local repository. The one place this rule lives (the API and run's fast path use it)."""
+    if settings.shared_repository_dir is not None and not os.environ.get("HPC_EXEC_HOME"):
+        return Layout(settings.shared_repository_dir, group_shared=True), "shared"
+    return Layout(settings.local_repository()), "local"
 
 
 def _fsync_dir(path: Path) -> None:
