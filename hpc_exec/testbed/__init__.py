@@ -92,9 +92,9 @@ def up(
 
     if nodes < 1 or nodes > 16:
         raise InvalidInput(f"node count {nodes} is not between 1 and 16")
+    _check_root()
     layout = TestbedLayout(state_dir or default_state_dir())
     layout.ensure()
-    _check_root()
     with _locked(layout):
         state = TestbedState.load(layout) or TestbedState()
         names = slurm.node_names(nodes)

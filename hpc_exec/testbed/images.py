@@ -27,7 +27,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class _ImageWriter:
         (self.root / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _cached(layout: TestbedLayout, name: str, build: object) -> BuiltImage:
+def _cached(layout: TestbedLayout, name: str, build: Callable[[Path], None]) -> BuiltImage:
     """Return the cached image ``name``, building it first (to a temp dir, then rename)."""
     from filelock import FileLock
 
@@ -140,7 +140,6 @@ def _cached(layout: TestbedLayout, name: str, build: object) -> BuiltImage:
             return BuiltImage(final)
         tmp = Path(tempfile.mkdtemp(dir=layout.image_cache, prefix=f".{name}-"))
         try:
-            assert callable(build)
             build(tmp / "image")
             os.rename(tmp / "image", final)
         finally:
