@@ -90,8 +90,16 @@ def _redacted(argv: Sequence[str]) -> list[str]:
     return [a.redacted() if isinstance(a, Secret) else str(a) for a in argv]
 
 
-def _shown(argv: Sequence[str]) -> str:
-    return shlex.join(_redacted(argv))
+def _prepare(argv: Sequence[str], verb: str, desc: str) -> tuple[str, list[str], list[str]]:
+    """(executable, argv as strings, argv with secrets redacted), logged at DEBUG redacted.
+
+    Every entry point goes through here, so no caller can log or report a Secret by turning
+    argv into plain strings first."""
+    safe = _redacted(argv)
+    plain = [str(a) for a in argv]
+    exe = require(plain[0])
+    log.debug("%s (%s): %s", verb, desc, shlex.join(safe))
+    return exe, plain, safe
 
 
 def require(program: str) -> str:
@@ -150,10 +158,7 @@ def run(
     With ``capture=False`` the child inherits stdio (or writes stdout to ``stdout``) and only
     the exit status is returned. ``check`` raises CommandFailed on a non-zero exit.
     """
-    safe = _redacted(argv)  # what logs and errors may show
-    argv = [str(a) for a in argv]
-    exe = require(argv[0])
-    log.debug("running (%s): %s", desc, shlex.join(safe))
+    exe, argv, safe = _prepare(argv, "running", desc)  # safe: what logs and errors may show
     data = input.encode() if isinstance(input, str) else input
     try:
         proc = subprocess.Popen(
@@ -197,9 +202,7 @@ def feed(
     out, the program's process group is killed. A program that exits early makes writes raise
     BrokenPipeError; its exit status is then reported instead.
     """
-    argv = [str(a) for a in argv]
-    exe = require(argv[0])
-    log.debug("running (%s): %s", desc, _shown(argv))
+    exe, argv, safe = _prepare(argv, "running", desc)
     with tempfile.TemporaryFile() as errf:
         proc = subprocess.Popen(
             [exe, *argv[1:]], stdin=subprocess.PIPE, stdout=errf, stderr=errf,
@@ -219,7 +222,7 @@ def feed(
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                raise CommandTimeout(desc, argv, timeout) from None
+                raise CommandTimeout(desc, safe, timeout) from None
         except BaseException:
             _kill_group(proc)
             raise
@@ -227,7 +230,7 @@ def feed(
             errf.seek(0, os.SEEK_END)
             errf.seek(max(0, errf.tell() - _TAIL))
             tail = errf.read().decode(errors="replace")
-            raise CommandFailed(desc, argv, proc.returncode if proc.returncode else -13, tail)
+            raise CommandFailed(desc, safe, proc.returncode if proc.returncode else -13, tail)
 
 
 def spawn(
@@ -242,10 +245,7 @@ def spawn(
 
     The caller records ``proc.pid`` and stops it with :func:`terminate`.
     """
-    shown = _shown(argv)
-    argv = [str(a) for a in argv]
-    exe = require(argv[0])
-    log.debug("starting (%s): %s", desc, shown)
+    exe, argv, _safe = _prepare(argv, "starting", desc)
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
             [exe, *argv[1:]],
@@ -328,9 +328,7 @@ def launch(
     signals to it by PID and stops it by PID. ``parent_death_signal`` is delivered to the child
     if we die first (PR_SET_PDEATHSIG), so a helper never outlives a SIGKILLed engine.
     """
-    argv = [str(a) for a in argv]
-    exe = require(argv[0])
-    log.debug("launching (%s): %s", desc, _shown(argv))
+    exe, argv, _safe = _prepare(argv, "launching", desc)
     preexec = None
     remap = dict(fd_map or {})  # the child's fd -> our fd (dup2'd before exec)
     if parent_death_signal is not None or remap:
@@ -357,4 +355,4 @@ def launch(
             preexec_fn=preexec,
         )
     except OSError as exc:
-        raise CommandFailed(desc, argv, 127, str(exc)) from exc
+        raise CommandFailed(desc, _safe, 127, str(exc)) from exc

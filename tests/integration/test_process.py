@@ -81,3 +81,14 @@ def test_secrets_are_redacted_in_errors() -> None:
         process.run(["sh", "-c", "exit 4", "sh", process.Secret("hunter2")], timeout=5,
                     desc="t")
     assert "hunter2" not in repr(exc.value.argv) and "****" in exc.value.argv
+
+
+def test_every_entry_point_redacts_secrets_in_its_log(caplog: pytest.LogCaptureFixture,
+                                                      tmp_path: object) -> None:
+    caplog.set_level(logging.DEBUG, logger="hpc_exec.process")
+    with process.feed(["sh", "-c", "cat >/dev/null", "sh", process.Secret("hunter2")],
+                      timeout=10, desc="feed") as stdin:
+        stdin.write(b"")
+    child = process.launch(["true", process.Secret("hunter2")], desc="launch")
+    child.wait()
+    assert "hunter2" not in caplog.text and caplog.text.count("****") == 2
