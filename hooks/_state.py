@@ -44,6 +44,7 @@ __all__ = [
     "parse_env",
     "passwd_entry",
     "read_container",
+    "rootless_caller",
     "run_hook",
     "run_program",
 ]
@@ -144,7 +145,7 @@ def parse_env(entries: list[str]) -> dict[str, str]:
 class Container:
     """What a hook knows about its container: the state plus the bundle's config.json."""
 
-    __slots__ = ("config", "env", "gid", "rootfs", "state", "uid")
+    __slots__ = ("config", "env", "gid", "rootfs", "rootless", "state", "uid")
 
     def __init__(self, state: State, config: dict[str, Any]) -> None:
         self.state = state
@@ -152,10 +153,25 @@ class Container:
         process = config.get("process") or {}
         self.env = parse_env([str(e) for e in process.get("env") or []])
         user = process.get("user") or {}
+        #: the container user's uid and gid as passwd files name them (the host's ids)
         self.uid = int(user.get("uid", 0))
         self.gid = int(user.get("gid", 0))
+        #: True in a rootless container: the hook runs as uid 0 of the engine's user
+        #: namespace, which is the caller (see :attr:`owner`)
+        self.rootless = False
+        if self.uid == 0:
+            caller = rootless_caller()
+            if caller is not None:
+                self.uid, self.gid = caller
+                self.rootless = True
         root = (config.get("root") or {}).get("path") or "rootfs"
         self.rootfs = os.path.normpath(os.path.join(state.bundle, str(root)))
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        """The ids to give files made for the container user, in the hook's own namespace:
+        rootless, the caller is uid 0 there."""
+        return (0, 0) if self.rootless else (self.uid, self.gid)
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -166,6 +182,30 @@ class Container:
     def in_rootfs(self, path: str) -> str:
         """Host path of the absolute container ``path`` (not following symlinks)."""
         return os.path.join(self.rootfs, path.lstrip("/"))
+
+
+def _single_map(path: str) -> int | None:
+    """The host id that id 0 maps to, if ``path`` (a uid_map/gid_map) maps only that one id."""
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().split("\n")
+    except OSError:
+        return None
+    fields = [line.split() for line in lines if line.strip()]
+    if len(fields) == 1 and len(fields[0]) == 3 and fields[0][0] == "0" and fields[0][2] == "1":
+        return int(fields[0][1])
+    return None
+
+
+def rootless_caller() -> tuple[int, int] | None:
+    """The caller's host uid and gid when this process runs in hpc-exec's rootless user
+    namespace (one id, 0, mapped onto a non-root host id), else None. The kernel's maps
+    say so; nothing the container or its annotations claim is trusted for it."""
+    uid = _single_map("/proc/self/uid_map")
+    if uid is None or uid == 0:
+        return None
+    gid = _single_map("/proc/self/gid_map")
+    return (uid, gid if gid is not None else uid)
 
 
 def read_container(stdin: IO[str] | None = None) -> Container:

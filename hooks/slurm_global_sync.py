@@ -449,7 +449,7 @@ def _slurm_numbers(env: dict[str, str]) -> tuple[str, str, int, int]:
 
 def _become(container: Container) -> None:
     """As root, act as the container user so the sync files are theirs."""
-    if os.geteuid() != 0 or container.uid == 0:
+    if os.geteuid() != 0 or container.uid == 0 or container.rootless:
         return
     try:
         os.setgroups([container.gid])

@@ -205,7 +205,7 @@ def _start_dropbear(container: Container, port: int | str, log: Log) -> None:
         try:
             os.chroot(container.rootfs)
             os.chdir("/")
-            if os.getuid() == 0 and container.uid != 0:
+            if os.getuid() == 0 and container.uid != 0 and not container.rootless:
                 os.setgroups([container.gid])
                 os.setgid(container.gid)
                 os.setuid(container.uid)
@@ -293,22 +293,22 @@ def _run(log: Log) -> int:
     os.chmod(os.path.join(top, "bin", "ssh"), 0o755)
     os.close(os.open(os.path.join(top, "dropbear.log"), os.O_WRONLY | os.O_CREAT, 0o644))
     for sub in ("keys", "upper", "work", "dropbear.log"):
-        os.chown(os.path.join(top, sub), container.uid, container.gid)
-    os.chown(os.path.join(top, "keys", HOST_KEY), container.uid, container.gid)
+        os.chown(os.path.join(top, sub), *container.owner)
+    os.chown(os.path.join(top, "keys", HOST_KEY), *container.owner)
 
     # ~/.ssh: an overlay whose upper layer is ours, so the real one is never written.
     dot_ssh = resolve_in_rootfs(container.rootfs, os.path.join(home, ".ssh"))
     if not os.path.isdir(dot_ssh):
         os.makedirs(dot_ssh, mode=0o700)
-        os.chown(dot_ssh, container.uid, container.gid)
+        os.chown(dot_ssh, *container.owner)
     mount_filesystem("overlay", dot_ssh, f"lowerdir={dot_ssh},upperdir={top}/upper,"
                                          f"workdir={top}/work")
     os.chmod(dot_ssh, 0o700)
-    os.chown(dot_ssh, container.uid, container.gid)
+    os.chown(dot_ssh, *container.owner)
     for name in ("authorized_keys", USER_KEY):
         target = os.path.join(dot_ssh, name)
         _copy(os.path.join(keys, name), target, 0o600)
-        os.chown(target, container.uid, container.gid)
+        os.chown(target, *container.owner)
 
     # ssh on PATH, and the container environment for login shells.
     bind(os.path.join(top, "bin", "ssh"), resolve_in_rootfs(container.rootfs, "/usr/bin/ssh"),

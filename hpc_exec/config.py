@@ -89,6 +89,7 @@ class Settings:
     hosts_file: Path = Path("/etc/hosts")  # copied into every container as its /etc/hosts
     runc_path: Path | None = None  # None: runc on PATH (or /usr/sbin)
     init_path: Path | None = None  # None: tini-static, else tini
+    idmap_helper: Path | None = None  # None: <prefix>/libexec/hpc-exec-idmap, else on PATH
     ram_filesystem_type: str = "tmpfs"
     site_mounts: tuple[str, ...] = ()  # --mount syntax, parsed by engine.runtime.mounts
     site_devices: tuple[str, ...] = ()  # --device syntax
@@ -194,7 +195,7 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
 # -- run-side keys (issue 4) -----------------------------------------------------------------
 
 RUNTIME_KEYS = {"securityChecks", "bundleDir", "rootfsFolder", "hooksDir", "hostsFile",
-                "runcPath",
+                "runcPath", "idmapHelper",
                 "initPath", "ramFilesystemType", "siteMounts", "siteDevices", "environment",
                 "userMounts", "seccompProfile", "apparmorProfile", "selinuxLabel",
                 "selinuxMountLabel", "defaultMPIType"}
@@ -223,6 +224,7 @@ def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     for key, attr in (("bundleDir", "bundle_dir"), ("hooksDir", "hooks_dir"),
                       ("hostsFile", "hosts_file"),
                       ("runcPath", "runc_path"), ("initPath", "init_path"),
+                      ("idmapHelper", "idmap_helper"),
                       ("seccompProfile", "seccomp_profile")):
         if data.get(key) is not None:
             kw[attr] = _abspath(data[key], key)

@@ -25,6 +25,8 @@ packages=(
     python3 python3-venv python3-dev
     # hooks: MPI and SSH
     mpich libmpich-dev dropbear-bin
+    # the static rootless idmap helper (engine/runtime/idmap.c)
+    gcc libc6-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -56,3 +58,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "install-deps.sh: installing hpc-exec into $venv" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$repo[dev]" </dev/null
+
+# The rootless idmap helper runs inside images that may have no C library: build it static,
+# into the venv's libexec, where the engine looks for it (docs/run.md, "Rootless mode"). Built
+# to a temporary name and renamed, so a running container never sees half a file.
+mkdir -p "$venv/libexec"
+helper="$venv/libexec/hpc-exec-idmap"
+cc -static -Os -s -Wall -Wextra -Werror -o "$helper.tmp" "$repo/engine/runtime/idmap.c"
+chmod 0755 "$helper.tmp"
+mv -f "$helper.tmp" "$helper"

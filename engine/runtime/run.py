@@ -95,6 +95,7 @@ class _Plan(NamedTuple):
     annotations: dict[str, str]
     hooks: dict[str, list[dict[str, Any]]]
     init_path: str | None
+    idmap_helper: str | None  # rootless only
     seccomp: dict[str, Any] | None
     runc: str
     pmi_fd: int | None = None  # srun's PMI socket, handed to the container as fd 3
@@ -131,6 +132,24 @@ def _find_init(settings: Settings) -> str:
     from hpc_exec.errors import MissingDependency
 
     raise MissingDependency("tini", "tini")
+
+
+IDMAP_HELPER = "hpc-exec-idmap"
+
+
+def find_idmap_helper(settings: Settings) -> str | None:
+    """The rootless idmap helper (engine/runtime/idmap.c): ``idmapHelper``, else the one
+    scripts/install-deps.sh builds into ``<prefix>/libexec``, else on PATH; None if absent."""
+    import shutil
+
+    if settings.idmap_helper is not None:
+        if not settings.idmap_helper.is_file():
+            raise InvalidInput(f"idmapHelper {settings.idmap_helper} does not exist")
+        return str(settings.idmap_helper)
+    beside = Path(sys.prefix) / "libexec" / IDMAP_HELPER
+    if beside.is_file():
+        return str(beside)
+    return shutil.which(IDMAP_HELPER)
 
 
 def _device_node(spec: Any) -> Any:
@@ -192,6 +211,11 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
     init_path = _find_init(settings) if options.init else None
+    idmap_helper = find_idmap_helper(settings) if os.geteuid() != 0 else None
+    if os.geteuid() != 0 and idmap_helper is None:
+        sys.stderr.write(f"hpc-exec: warning: {IDMAP_HELPER} is not installed (see "
+                         "idmapHelper in docs/configuration.md): the container runs as uid 0 "
+                         "inside, which is still you on the host\n")
     seccomp = None
     if settings.seccomp_profile is not None:
         try:
@@ -213,9 +237,12 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
         trusted.append((Path(runc_path), "runc"))
         if init_path:
             trusted.append((Path(init_path), "the init binary"))
+        if idmap_helper:
+            trusted.append((Path(idmap_helper), "the idmap helper"))
         check_all(trusted)
     return _Plan(args, env, cwd, site + user, devices, ann,
-                 hookconfig.hooks_by_stage(selected), init_path, seccomp, runc_path, pmi_fd)
+                 hookconfig.hooks_by_stage(selected), init_path, idmap_helper, seccomp,
+                 runc_path, pmi_fd)
 
 
 # -- the watchdog ----------------------------------------------------------------------------
@@ -315,7 +342,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             mounts=[*p.mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
             seccomp=p.seccomp, apparmor_profile=settings.apparmor_profile,
             selinux_label=settings.selinux_label,
-            selinux_mount_label=settings.selinux_mount_label)
+            selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
         b.config_path.write_text(json.dumps(config))
         argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
                              state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,

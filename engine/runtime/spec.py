@@ -2,7 +2,8 @@
 
 What every container gets, whoever asks (shared/DESIGN.md §4):
 
-* the caller's uid, gid and (as root) supplementary groups; no capabilities at all;
+* the caller's uid, gid and (as root) supplementary groups (rootless: through the idmap
+  helper, see :func:`build_config`); no capabilities at all;
   ``noNewPrivileges``; the host network; the host PID namespace unless ``--pid=private``;
 * only a mount namespace of its own (rootless, it lives in the engine's user namespace, which
   maps the caller to uid 0: see :func:`build_config`);
@@ -21,9 +22,10 @@ from typing import Any, NamedTuple
 
 from hpc_exec.engine.runtime.mounts import MountSpec
 
-__all__ = ["INIT_DESTINATION", "DeviceNode", "build_config"]
+__all__ = ["IDMAP_DESTINATION", "INIT_DESTINATION", "DeviceNode", "build_config"]
 
 INIT_DESTINATION = "/dev/init"
+IDMAP_DESTINATION = "/dev/hpc-exec-idmap"
 
 # runc's own defaults (runc spec): hide kernel interfaces a container has no business with.
 MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -83,13 +85,18 @@ def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: 
                  mounts: Sequence[MountSpec] = (), devices: Sequence[DeviceNode] = (),
                  init_path: str | None = None, seccomp: Mapping[str, Any] | None = None,
                  apparmor_profile: str | None = None, selinux_label: str | None = None,
-                 selinux_mount_label: str | None = None) -> dict[str, Any]:
+                 selinux_mount_label: str | None = None,
+                 idmap_helper: str | None = None) -> dict[str, Any]:
     """The config.json document (see the module docstring)."""
+    caller = (uid, gid)
     if rootless:
         # The engine's user namespace maps the caller to 0, and that is its only id: runc
-        # (1.1.5) must become uid 0 in any user namespace it enters, so a second namespace
-        # mapping the caller's uid back cannot be used. The container's processes are the
-        # caller on the host; inside, they see uid 0 and no capabilities on the host.
+        # (1.1.5) must be uid 0 in any user namespace it enters. So runc starts the process as
+        # that 0, and the idmap helper (engine/runtime/idmap.c) moves it into a child namespace
+        # mapping the caller's own uid and gid back onto it. Without the helper the process
+        # stays uid 0 inside (still the caller on the host, with no capabilities there).
+        # Supplementary groups cannot be set (setgroups is denied in an unprivileged user
+        # namespace): the process keeps the caller's, which the kernel still checks.
         uid, gid, groups = 0, 0, ()
     user: dict[str, Any] = {"uid": uid, "gid": gid}
     if groups and not rootless:  # setgroups is denied in an unprivileged user namespace
@@ -100,14 +107,23 @@ def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: 
         argv = [INIT_DESTINATION, "--", *argv]
         all_mounts.append({"destination": INIT_DESTINATION, "type": "bind", "source": init_path,
                            "options": ["bind", "ro", "nosuid", "nodev"]})
+    helper_caps: list[str] = []
+    if rootless and idmap_helper:
+        argv = [IDMAP_DESTINATION, str(caller[0]), str(caller[1]), *argv]
+        all_mounts.append({"destination": IDMAP_DESTINATION, "type": "bind",
+                           "source": idmap_helper, "options": ["bind", "ro", "nosuid", "nodev"]})
+        # Since Linux 5.12 a namespace may map its parent's uid 0 only if its creator held
+        # CAP_SETFCAP. The helper holds it, in the engine's namespace only (where uid 0 is the
+        # caller), and loses it at its exec: the program runs as a non-zero uid.
+        helper_caps = ["CAP_SETFCAP"]
     process: dict[str, Any] = {
         "terminal": terminal,
         "user": user,
         "args": argv,
         "env": [f"{k}={v}" for k, v in env.items()],
         "cwd": cwd,
-        "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [],
-                         "ambient": []},
+        "capabilities": {"bounding": helper_caps, "effective": helper_caps,
+                         "inheritable": [], "permitted": helper_caps, "ambient": []},
         "noNewPrivileges": True,
     }
     if apparmor_profile:

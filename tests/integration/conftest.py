@@ -48,6 +48,20 @@ def test_user() -> pwd.struct_passwd:
         return pwd.getpwnam(TEST_USER)
 
 
+def idmap_helper(dest: Path) -> Path:
+    """The rootless idmap helper: the one scripts/install-deps.sh built beside the test
+    interpreter (CI runs the tests from that venv), else one built now into ``dest``."""
+    installed = Path(sys.prefix) / "libexec" / "hpc-exec-idmap"
+    if installed.is_file():
+        return installed
+    source = Path(__file__).resolve().parents[2] / "engine" / "runtime" / "idmap.c"
+    out = dest / "hpc-exec-idmap"
+    process.run(["cc", "-static", "-Os", "-s", "-o", str(out), str(source)], timeout=120,
+                desc="building the idmap helper")
+    os.chmod(out, 0o755)
+    return out
+
+
 def copy_package(dest: Path) -> Path:
     """Copy the installed hpc_exec package under ``dest`` (for PYTHONPATH), so that the test
     user can run it with SYSTEM_PYTHON even when the test interpreter is not readable to it."""

@@ -72,6 +72,37 @@ def test_read_container(tmp_path: Path) -> None:
     assert c.in_rootfs("/usr/lib") == str(tmp_path / "rootfs/usr/lib")
 
 
+@pytest.mark.parametrize(("uid_map", "gid_map", "expected"), [
+    ("         0       1001          1\n", "0 1002 1\n", (1001, 1002)),  # rootless hpc-exec
+    ("0 0 4294967295\n", "0 0 4294967295\n", None),  # the host
+    ("0 1001 1\n1 100000 65536\n", "0 1001 1\n", None),  # subordinate ids: not ours
+    ("1001 0 1\n", "1001 0 1\n", None),  # inside the idmap helper's namespace
+    ("0 0 1\n", "0 0 1\n", None),  # root mapped to root: not a rootless caller
+])
+def test_rootless_caller(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uid_map: str,
+                         gid_map: str, expected: tuple[int, int] | None) -> None:
+    import builtins
+
+    from hpc_exec.hooks import _state
+
+    files = {"/proc/self/uid_map": uid_map, "/proc/self/gid_map": gid_map}
+    real_open = builtins.open
+
+    def fake_open(path: object, *args: object, **kwargs: object) -> object:
+        if path in files:
+            return io.StringIO(files[str(path)])
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert _state.rootless_caller() == expected
+    config_uid = 0
+    c = read_container(make_bundle(tmp_path, ["PATH=/bin"], uid=config_uid))
+    if expected is None:
+        assert (c.uid, c.rootless, c.owner) == (0, False, (0, 100))
+    else:
+        assert (c.uid, c.gid, c.rootless, c.owner) == (*expected, True, (0, 0))
+
+
 def test_read_container_without_config(tmp_path: Path) -> None:
     stdin = io.StringIO(json.dumps({"bundle": str(tmp_path / "nope")}))
     with pytest.raises(HookError, match="config.json"):

@@ -20,6 +20,8 @@ import pytest
 
 from hpc_exec import process
 
+from ..conftest import idmap_helper
+
 
 
 def hpc_exec_exe() -> str:
@@ -69,7 +71,8 @@ def run_site(testbed: object) -> Iterator[RunSite]:
     hooks_dir.mkdir(mode=0o755)
     config = root / "config.yaml"
     write_config(config, f"insecureRegistries: [\"{testbed.registry}\"]\n"  # type: ignore
-                 f"hooksDir: {hooks_dir}\ntempDir: {root}\n")
+                 f"hooksDir: {hooks_dir}\ntempDir: {root}\n"
+                 f"idmapHelper: {idmap_helper(root)}\n")
     env = testbed.environ(HPC_EXEC_CONFIG=str(config),  # type: ignore[attr-defined]
                           HPC_EXEC_HOME=str(root / "home"))
     site = RunSite(root, config, hooks_dir, env, testbed.image_small,  # type: ignore

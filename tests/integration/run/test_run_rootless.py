@@ -8,6 +8,7 @@ Debian's /usr/bin/python3 as the user ``hpcexec-test`` (created if missing).
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -38,10 +39,13 @@ class Rootless:
     gid: int
     env: dict[str, str]
 
-    def run(self, *args: str, timeout: float = 120) -> process.Completed:
-        return process.run(["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-m", "hpc_exec",
-                            "run", *args], timeout=timeout, env=self.env, cwd=self.root,
-                           check=False, desc="hpc-exec run (rootless)")
+    def run(self, *args: str, timeout: float = 120,
+            supplementary: str | None = None) -> process.Completed:
+        # runuser makes the first -G group the primary one unless -g names it
+        extra = ["-g", USER, "-G", supplementary] if supplementary else []
+        return process.run(["runuser", "-u", USER, *extra, "--", SYSTEM_PYTHON, "-m",
+                            "hpc_exec", "run", *args], timeout=timeout, env=self.env,
+                           cwd=self.root, check=False, desc="hpc-exec run (rootless)")
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +73,16 @@ def rootless(run_site: RunSite, test_user: pwd.struct_passwd) -> Iterator[Rootle
 
 def test_rootless_image_and_identity(rootless: Rootless) -> None:
     out = rootless.run(str(rootless.image), "sh", "-c",
-                       "cat /etc/os-release; id -u; grep Cap /proc/self/status")
+                       "cat /etc/os-release; echo ID $(id -u) $(id -g); "
+                       "grep Cap /proc/self/status")
     assert out.returncode == 0, out.stderr
     assert "ID=busybox" in out.stdout
     lines = out.stdout.splitlines()
-    # runc must be uid 0 in any user namespace it enters, and an unprivileged user can map
-    # only one id: the caller is uid 0 inside, with no capabilities (docs/run.md).
-    assert "0" in lines
-    assert all(line.split()[1] == "0000000000000000" for line in lines if line.startswith("Cap")
-               and not line.startswith("CapBnd"))
+    # the idmap helper maps the caller's own numbers (docs/run.md, "Rootless mode")
+    assert f"ID {rootless.uid} {rootless.gid}" in lines
+    caps = [line.split() for line in lines if line.startswith("Cap")]
+    assert caps and all(value == "0000000000000000" for name, value in caps
+                        if name != "CapBnd:")
 
 
 def test_rootless_files_belong_to_the_caller(rootless: Rootless) -> None:
@@ -87,6 +92,28 @@ def test_rootless_files_belong_to_the_caller(rootless: Rootless) -> None:
     assert out.returncode == 0, out.stderr
     st = os.stat(data / "made-inside")
     assert (st.st_uid, st.st_gid) == (rootless.uid, rootless.gid)
+
+
+def test_rootless_supplementary_groups_still_grant_access(rootless: Rootless) -> None:
+    # setgroups is denied in an unprivileged user namespace, so the caller's supplementary
+    # groups cannot be mapped (they show as the overflow gid), but the kernel still checks
+    # them: a file only that group may read stays readable (docs/run.md, "Rootless mode").
+    group = grp.getgrnam("audio")
+    secret = rootless.root / "group-only"
+    secret.mkdir()
+    (secret / "note").write_text("for the group\n")
+    os.chown(secret / "note", 0, group.gr_gid)
+    os.chmod(secret / "note", 0o640)
+    out = rootless.run("--mount", f"type=bind,src={secret},dst=/g,readonly",
+                       str(rootless.image), "sh", "-c", "cat /g/note; id -G",
+                       supplementary="audio")
+    assert out.returncode == 0, out.stderr
+    text, ids = out.stdout.splitlines()
+    assert text == "for the group"
+    assert ids.split()[0] == str(rootless.gid) and len(ids.split()) == 2
+    out = rootless.run("--mount", f"type=bind,src={secret},dst=/g,readonly",
+                       str(rootless.image), "cat", "/g/note")
+    assert out.returncode != 0 and "Permission denied" in out.stderr
 
 
 def test_rootless_readonly_mount(rootless: Rootless) -> None:
@@ -108,7 +135,8 @@ def test_rootless_engine_error_and_forbidden_destination(rootless: Rootless) -> 
     assert out.returncode == 122
     assert "destination cannot be a subdirectory of '/etc'" in out.stderr
     out = rootless.run(str(rootless.image), "/no/such/program")
-    assert out.returncode == 121 and "runc failed" in out.stderr
+    # the idmap helper execs the program, so the message is its own, with the engine's code
+    assert out.returncode == 121 and "/no/such/program" in out.stderr, out.stderr
 
 
 def test_rootless_env_entrypoint_workdir_init(rootless: Rootless) -> None:
