@@ -320,13 +320,16 @@ def launch(
     stdout: IO[bytes] | int | None = None,
     stderr: IO[bytes] | int | None = None,
     parent_death_signal: int | None = None,
+    own_process_group: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a child that shares our stdio (unless redirected) and our process group.
 
-    For the foreground program of ``hpc-exec run`` (runc, which must stay in the terminal's
-    process group for ``-t``) and its helpers (squashfuse_ll). The caller waits for it, forwards
-    signals to it by PID and stops it by PID. ``parent_death_signal`` is delivered to the child
-    if we die first (PR_SET_PDEATHSIG), so a helper never outlives a SIGKILLed engine.
+    For the foreground program of ``hpc-exec run`` (runc) and its helpers (squashfuse_ll). The
+    caller waits for it, forwards signals to it by PID and stops it by PID.
+    ``parent_death_signal`` is delivered to the child if we die first (PR_SET_PDEATHSIG), so a
+    helper never outlives a SIGKILLed engine. ``own_process_group`` puts the child in a new
+    process group of our session, so that a signal sent to our group (Ctrl-C on a terminal)
+    reaches it only through the caller's forwarding, once.
     """
     exe, argv, _safe = _prepare(argv, "launching", desc)
     preexec = None
@@ -353,6 +356,7 @@ def launch(
             cwd=cwd,
             pass_fds=(*pass_fds, *remap),
             preexec_fn=preexec,
+            process_group=0 if own_process_group else None,
         )
     except OSError as exc:
         raise CommandFailed(desc, _safe, 127, str(exc)) from exc

@@ -349,7 +349,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
                            options.pid != "private" else None,
-                           fd_map={} if p.pmi_fd is None else {CONTAINER_PMI_FD: p.pmi_fd})
+                           fd_map={} if p.pmi_fd is None else {CONTAINER_PMI_FD: p.pmi_fd},
+                           own_process_group=not options.tty)
         if status != 0:
             try:
                 errors = runc.log_errors(b.log_path.read_text(errors="replace"))
@@ -397,10 +398,16 @@ def _reap_leftovers(pid_file: Path, stop: Any) -> None:
 
 
 def _run_runc(argv: list[str], process: Any, reap: Path | None = None,
-              fd_map: Mapping[int, int] | None = None) -> int:
+              fd_map: Mapping[int, int] | None = None, own_process_group: bool = True) -> int:
     """``runc run`` in the foreground, signals forwarded; ``reap``: see _reap_leftovers;
-    ``fd_map``: descriptors runc gets (its number -> ours), for --preserve-fds."""
-    child = process.launch(argv, desc="running the container (runc run)", fd_map=fd_map or {})
+    ``fd_map``: descriptors runc gets (its number -> ours), for --preserve-fds.
+
+    runc forwards what it receives to the container. In our process group it would receive
+    a terminal's Ctrl-C both from the terminal and from us, and pass it on twice; so it gets a
+    group of its own, except with ``-t``: then it proxies the terminal and must stay in the
+    foreground group, and the terminal's Ctrl-C travels through the container's own pty."""
+    child = process.launch(argv, desc="running the container (runc run)", fd_map=fd_map or {},
+                           own_process_group=own_process_group)
     stop = None
     if reap is not None:
         import threading
@@ -435,6 +442,8 @@ def _run_forked(options: RunOptions, image: Image, settings: Settings, p: _Plan)
         os.close(err_r)
         code = 125
         try:
+            if not options.tty:  # the caller forwards its group's signals to us, once
+                os.setpgid(0, 0)
             code = _run_here(options, image, settings, p)
         except HpcExecError as exc:
             os.write(err_w, json.dumps({"class": type(exc).__name__, "message": exc.message,

@@ -150,6 +150,28 @@ def test_sigterm_is_forwarded(run_site: RunSite) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def test_ctrl_c_reaches_the_container_once(run_site: RunSite) -> None:
+    # A terminal's Ctrl-C is SIGINT to the whole foreground process group: the engine's
+    # (process.spawn puts it at the head of its own). runc must not get it twice, from the
+    # terminal and from the engine's forwarding, or the container counts two interrupts.
+    duration = str(7000 + int(uuid.uuid4().int % 600))
+    log = run_site.root / f"sigint-{duration}.log"
+    script = (f"n=0; trap 'n=$((n+1)); echo got-int-$n' INT; sleep {duration} & wait; "
+              "sleep 2 & wait $!; exit $((40 + n))")
+    engine = process.spawn([_exe(run_site), "run", run_site.small, "sh", "-c", script],
+                           desc="hpc-exec run", log_path=log, env=run_site.env)
+    try:
+        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+              60)
+        os.killpg(engine.pid, signal.SIGINT)
+        assert engine.wait(timeout=20) == 41, log.read_text()
+        assert log.read_text().count("got-int") == 1
+    finally:
+        process.terminate(engine.pid, timeout=5)
+        for pid in _pids_with_cmdline(["sleep", duration]):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_background_leftovers_do_not_hold_the_run(run_site: RunSite) -> None:
     duration = str(6000 + int(uuid.uuid4().int % 600))
     out = run_site.run("run", run_site.small, "sh", "-c", f"sleep {duration} & echo started",
