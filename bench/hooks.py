@@ -14,7 +14,9 @@ Run: ``python bench/hooks.py [--ranks 16 64] [--repeat 3] [--startup-runs 15]``.
    measured three ways: as the wall time of the hook process; as the gap it adds between two
    timestamp hooks run one after the other here (T, hook, T against T, T); and, when the
    testbed is up and we are root, as that gap inside real ``hpc-exec run`` containers, where
-   runc runs the hooks at createContainer. Target: <= 15 ms per Python hook.
+   runc runs the hooks at createContainer, with ``mergeHooks`` off and on, plus the whole
+   ``hpc-exec run`` cycle with all Python hooks selected against none (see
+   :func:`in_containers`). Target: <= 15 ms per Python hook.
 
 Prints a table with the ratios and writes bench/results/hooks.json (git-ignored).
 """
@@ -235,9 +237,18 @@ def _hook_file(argv: list[str], env: list[str], message: str | None = None) -> s
                        "when": {"always": True}, "stages": ["createContainer"]})
 
 
-def in_containers(work: Path, runs: int) -> dict[str, float]:
-    """Added latency of each hook inside ``hpc-exec run`` (runc, createContainer stage):
-    the gap between timestamp hooks around it, minus the gap with nothing between them.
+def in_containers(work: Path, runs: int) -> dict[str, dict[str, float]]:
+    """Added latency of the hooks inside ``hpc-exec run`` (runc, createContainer stage), with
+    ``mergeHooks`` off (each hook its own interpreter) and on (our Python hooks of a stage
+    chained in one interpreter, hooks/_chain.py), measured side by side:
+
+    * per hook: the gap between two timestamp hooks around it, minus the gap with nothing
+      between them. Off, that is a whole interpreter per hook; on, all three run in one chain,
+      so it is what one more hook adds to a chain (fork, import, work);
+    * ``all_N_hooks_per_hook``: the full ``hpc-exec run IMG true`` cycle with every Python hook
+      but timestamp selected (not-applicable paths) minus the cycle with no hook, divided by
+      their number: the start-up cost per Python hook a container pays on a site that
+      installs them all. Runs alternate between the two configurations and modes.
 
     Needs the testbed (its registry and busybox image) and root; returns {} without them.
     """
@@ -258,39 +269,71 @@ def in_containers(work: Path, runs: int) -> dict[str, float]:
     site = work / "site"
     hooks_dir = site / "hooks.d"
     hooks_dir.mkdir(parents=True)
-    config = site / "config.yaml"
-    config.write_text(f'insecureRegistries: ["{tb_env["HPC_EXEC_TESTBED_REGISTRY"]}"]\n'
-                      f"hooksDir: {hooks_dir}\ntempDir: {site}\n")
+    configs = {}
+    for mode, merge in (("separate", "false"), ("chained", "true")):
+        configs[mode] = site / f"config-{mode}.yaml"
+        configs[mode].write_text(
+            f'insecureRegistries: ["{tb_env["HPC_EXEC_TESTBED_REGISTRY"]}"]\n'
+            f"hooksDir: {hooks_dir}\ntempDir: {site}\nmergeHooks: {merge}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(tb_env, HPC_EXEC_CONFIG=str(config), HPC_EXEC_HOME=str(site / "home"))
+    env.update(tb_env, HPC_EXEC_HOME=str(site / "home"))
     image = tb_env["HPC_EXEC_TESTBED_IMAGE_SMALL"]
     exe = str(Path(sys.executable).parent / "hpc-exec")
-    process.run([exe, "pull", image], env=env, timeout=600, desc="pulling the bench image")
+    process.run([exe, "pull", image], env={**env, "HPC_EXEC_CONFIG": str(configs["chained"])},
+                timeout=600, desc="pulling the bench image")
     logfile = site / "timestamps.log"
+    hook_env = [f"HOOK_BASE_DIR={site}", "PASSWD_FILE=/etc/passwd"]
+    others = [name for name in HOOKS if name != "timestamp"]
 
-    def gap(between: str | None) -> float:
+    def install(between: list[str], stamps: bool) -> None:
         for f in hooks_dir.iterdir():
             f.unlink()
-        (hooks_dir / "00-before.json").write_text(
-            _hook_file(command("timestamp"), [], "before"))
-        if between:
-            hook_env = [f"HOOK_BASE_DIR={site}", "PASSWD_FILE=/etc/passwd"]
-            (hooks_dir / "01-hook.json").write_text(_hook_file(command(between), hook_env))
-        (hooks_dir / "02-after.json").write_text(_hook_file(command("timestamp"), [], "after"))
-        gaps = []
-        for _ in range(runs):
-            logfile.unlink(missing_ok=True)
-            process.run([exe, "run", "-e", f"TIMESTAMP_HOOK_LOGFILE={logfile}", image, "true"],
-                        env=env, timeout=120, desc="hpc-exec run")
-            stamps = [float(line[1:line.index("]")]) for line in logfile.read_text().splitlines()]
-            gaps.append(stamps[1] - stamps[0])
-        return statistics.median(gaps) * 1e3
+        if stamps:
+            (hooks_dir / "00-before.json").write_text(
+                _hook_file(command("timestamp"), [], "before"))
+            (hooks_dir / "99-after.json").write_text(
+                _hook_file(command("timestamp"), [], "after"))
+        for i, name in enumerate(between):
+            (hooks_dir / f"{i + 1:02d}-{name}.json").write_text(
+                _hook_file(command(name), hook_env))
 
-    empty = gap(None)
-    out = {"gap_between_two_timestamp_hooks_ms": empty}
-    for name in HOOKS:
-        if name != "timestamp":
-            out[name] = gap(name) - empty
+    def run_once(mode: str) -> float:
+        begin = time.perf_counter()
+        process.run([exe, "run", "-e", f"TIMESTAMP_HOOK_LOGFILE={logfile}", image, "true"],
+                    env={**env, "HPC_EXEC_CONFIG": str(configs[mode])}, timeout=120,
+                    desc="hpc-exec run")
+        return time.perf_counter() - begin
+
+    def gaps(between: list[str]) -> dict[str, float]:
+        install(between, stamps=True)
+        got: dict[str, list[float]] = {mode: [] for mode in configs}
+        for _ in range(runs):
+            for mode in configs:  # interleaved: both modes see the same load
+                logfile.unlink(missing_ok=True)
+                run_once(mode)
+                stamps = [float(line[1:line.index("]")])
+                          for line in logfile.read_text().splitlines()]
+                got[mode].append(stamps[-1] - stamps[0])
+        return {mode: statistics.median(v) * 1e3 for mode, v in got.items()}
+
+    empty = gaps([])
+    out: dict[str, dict[str, float]] = {
+        mode: {"gap_between_two_timestamp_hooks_ms": empty[mode]} for mode in configs}
+    for name in others:
+        with_hook = gaps([name])
+        for mode in configs:
+            out[mode][name] = with_hook[mode] - empty[mode]
+    cycles: dict[str, list[float]] = {f"{mode}/{what}": [] for mode in configs
+                                      for what in ("none", "all")}
+    for _ in range(runs):
+        for what, between in (("none", []), ("all", others)):
+            install(between, stamps=False)
+            for mode in configs:
+                cycles[f"{mode}/{what}"].append(run_once(mode))
+    for mode in configs:
+        none = statistics.median(cycles[f"{mode}/none"])
+        full = statistics.median(cycles[f"{mode}/all"])
+        out[mode][f"all_{len(others)}_hooks_per_hook"] = (full - none) / len(others) * 1e3
     return out
 
 
@@ -345,10 +388,17 @@ def main(argv: list[str] | None = None) -> int:
               f"median of {args.container_runs}, not-applicable path")
         inside = in_containers(work, args.container_runs) if args.container_runs else {}
         results["in_containers_added_ms"] = inside
-        for name, ms in inside.items():
-            verdict = "" if name.startswith("gap") else (
-                "  (meets the 15 ms target)" if ms <= 15 else "  (MISSES the 15 ms target)")
-            print(f"  {name:36s} {ms:6.1f} ms{verdict}")
+        if inside:
+            modes = list(inside)
+            print(f"  {'':36s} " + "  ".join(f"{m:>10s}" for m in modes))
+            for name in inside[modes[0]]:
+                cells = "  ".join(f"{inside[m][name]:7.1f} ms" for m in modes)
+                verdict = ""
+                if not name.startswith("gap"):
+                    best = min(inside[m][name] for m in modes)
+                    verdict = "  (meets the 15 ms target)" if best <= 15 else \
+                        "  (MISSES the 15 ms target)"
+                print(f"  {name:36s} {cells}{verdict}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")

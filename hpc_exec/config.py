@@ -86,6 +86,7 @@ class Settings:
     bundle_dir: Path = Path("/var/lib/hpc-exec/bundle")
     rootfs_folder: str = "rootfs"
     hooks_dir: Path = Path("/etc/hpc-exec/hooks.d")
+    merge_hooks: bool = True  # run our Python hooks of a stage in one interpreter
     hosts_file: Path = Path("/etc/hosts")  # copied into every container as its /etc/hosts
     runc_path: Path | None = None  # None: runc on PATH (or /usr/sbin)
     init_path: Path | None = None  # None: tini-static, else tini
@@ -194,7 +195,7 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
 
 # -- run-side keys (issue 4) -----------------------------------------------------------------
 
-RUNTIME_KEYS = {"securityChecks", "bundleDir", "rootfsFolder", "hooksDir", "hostsFile",
+RUNTIME_KEYS = {"securityChecks", "mergeHooks", "bundleDir", "rootfsFolder", "hooksDir", "hostsFile",
                 "runcPath", "idmapHelper",
                 "initPath", "ramFilesystemType", "siteMounts", "siteDevices", "environment",
                 "userMounts", "seccompProfile", "apparmorProfile", "selinuxLabel",
@@ -221,6 +222,8 @@ def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     """Validate the run-side keys of ``data`` into ``kw`` (Settings keyword arguments)."""
     if "securityChecks" in data:
         kw["security_checks"] = _expect(data["securityChecks"], bool, "securityChecks")
+    if "mergeHooks" in data:
+        kw["merge_hooks"] = _expect(data["mergeHooks"], bool, "mergeHooks")
     for key, attr in (("bundleDir", "bundle_dir"), ("hooksDir", "hooks_dir"),
                       ("hostsFile", "hosts_file"),
                       ("runcPath", "runc_path"), ("initPath", "init_path"),

@@ -234,6 +234,11 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
             trusted.append((settings.hosts_file, "hostsFile"))
         trusted += [(h.file, "hook file") for h in hooks]
         trusted += [(Path(h.path), f"hook executable of {h.file.name}") for h in selected]
+        for h in selected:  # our Python hooks: the module file is the program, and the chain
+            chain = hookconfig.chain_key(h.oci())
+            if chain is not None:
+                trusted.append((Path(h.args[3]), f"hook module of {h.file.name}"))
+                trusted.append((Path(chain[2], "_chain.py"), "the hook chain module"))
         trusted.append((Path(runc_path), "runc"))
         if init_path:
             trusted.append((Path(init_path), "the init binary"))
@@ -241,8 +246,8 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
             trusted.append((Path(idmap_helper), "the idmap helper"))
         check_all(trusted)
     return _Plan(args, env, cwd, site + user, devices, ann,
-                 hookconfig.hooks_by_stage(selected), init_path, idmap_helper, seccomp,
-                 runc_path, pmi_fd)
+                 hookconfig.hooks_by_stage(selected, settings.merge_hooks), init_path,
+                 idmap_helper, seccomp, runc_path, pmi_fd)
 
 
 # -- the watchdog ----------------------------------------------------------------------------

@@ -283,3 +283,30 @@ def test_ssh_from_rank_0_reaches_the_container_on_another_node(site: Site) -> No
                  "sh", "-c", script],
                 env=site.env, timeout=300, desc="srun -N2 -n2 hpc-exec run --ssh")
     assert (shared / "answer").read_text().split() == ["node2", "probe"]
+
+
+@pytest.mark.requires("root", "runc")
+def test_chained_python_hooks_keep_their_order_around_other_hooks(site: Site) -> None:
+    # 01 and 02 run in one interpreter (mergeHooks, hooks/_chain.py); the shell hook between 02
+    # and 04 splits the chain, and 04 runs alone, after it.
+    from hpc_exec.hooks import command
+
+    for old in site.hooks_dir.iterdir():
+        old.unlink()
+    log = site.root / "chain.log"
+
+    def entry(path: str, args: list[str], env: list[str]) -> str:
+        return json.dumps({"version": "1.0.0",
+                           "hook": {"path": path, "args": args, "env": env, "timeout": 30},
+                           "when": {"always": True}, "stages": ["createContainer"]})
+
+    stamp = command("timestamp")
+    for name, message in (("01-a", "A"), ("02-b", "B"), ("04-c", "C")):
+        (site.hooks_dir / f"{name}.json").write_text(
+            entry(stamp[0], stamp, [f"TIMESTAMP_HOOK_MESSAGE={message}"]))
+    (site.hooks_dir / "03-shell.json").write_text(
+        entry("/bin/sh", ["sh", "-c", f"echo shell-hook >> {log}"], []))
+    done = site.run("-e", f"TIMESTAMP_HOOK_LOGFILE={log}", site.image, "true")
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert [line.rpartition(" ")[2] for line in lines] == ["A", "B", "shell-hook", "C"]

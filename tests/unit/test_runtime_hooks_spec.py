@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hpc_exec.engine.runtime.hookconfig import hooks_by_stage, load_hooks, mpi_types, select_hooks
@@ -140,3 +141,99 @@ def test_pmi_fd_is_used_only_when_it_is_an_open_descriptor() -> None:
         os.close(r)
         os.close(w)
     assert _pmi_fd({"PMI_FD": str(r)}) is None  # closed now
+
+
+# -- the hook chain (mergeHooks) ---------------------------------------------------------------
+
+def _ours(module: str, *extra: str, env: tuple[str, ...] = (), timeout: int | None = 10,
+          python: str = "/usr/bin/python3") -> dict[str, Any]:
+    from hpc_exec.hooks import module_path
+
+    entry: dict[str, Any] = {"path": python, "args": [python, "-I", "-S", module_path(module),
+                                                      *extra]}
+    if env:
+        entry["env"] = list(env)
+    if timeout is not None:
+        entry["timeout"] = timeout
+    return entry
+
+
+def test_merge_keeps_order_and_splits_at_foreign_hooks() -> None:
+    import json
+
+    from hpc_exec.engine.runtime.hookconfig import merge_python_hooks
+
+    shell = {"path": "/bin/sh", "args": ["sh", "-c", "true"]}
+    entries = [_ours("timestamp", env=("TIMESTAMP_HOOK_MESSAGE=a",)),
+               _ours("mount", "--mount=type=bind,src=/a,dst=/b", timeout=5),
+               shell,
+               _ours("glibc", env=("GLIBC_LIBS=/x",)),
+               _ours("mpi", python="/other/python3"),  # another interpreter: not chained
+               _ours("ssh")]
+    out = merge_python_hooks(entries)
+    assert len(out) == 5
+    first, middle, lonely, other, last = out
+    assert first["args"][3].endswith("/hpc_exec/hooks/_chain.py") and first["timeout"] == 15
+    chain = json.loads(first["env"][0].partition("=")[2])
+    assert first["env"][0].startswith("HPC_EXEC_HOOK_CHAIN=")
+    assert chain == [
+        {"module": "timestamp", "args": [], "env": ["TIMESTAMP_HOOK_MESSAGE=a"], "timeout": 10},
+        {"module": "mount", "args": ["--mount=type=bind,src=/a,dst=/b"], "env": [],
+         "timeout": 5}]
+    assert middle == shell and lonely == entries[3] and other == entries[4]
+    assert last == entries[5]  # a run of one is left alone
+
+
+def test_merge_drops_the_timeout_when_one_hook_has_none() -> None:
+    from hpc_exec.engine.runtime.hookconfig import merge_python_hooks
+
+    out = merge_python_hooks([_ours("timestamp"), _ours("glibc", timeout=None)])
+    assert len(out) == 1 and "timeout" not in out[0]
+
+
+def test_foreign_python_scripts_are_not_chained(tmp_path: Path) -> None:
+    from hpc_exec.engine.runtime.hookconfig import chain_key
+
+    (tmp_path / "timestamp.py").write_text("")
+    look_alike = {"path": "/usr/bin/python3",
+                  "args": ["python3", "-I", "-S", str(tmp_path / "timestamp.py")]}
+    assert chain_key(look_alike) is None  # no _chain.py beside it: not our hooks dir
+    assert chain_key({"path": "/usr/bin/python3",
+                      "args": ["python3", _ours("timestamp")["args"][3]]}) is None  # no -I -S
+    assert chain_key(_ours("timestamp")) is not None
+
+
+def test_hooks_by_stage_merges_only_when_asked() -> None:
+    from hpc_exec.engine.runtime.hookconfig import Hook, hooks_by_stage
+
+    def hook(name: str) -> Hook:
+        entry = _ours(name)
+        return Hook(name, Path(f"/h/{name}.json"), entry["path"], tuple(entry["args"]), (), 10,
+                    True, (), (), None, ("createContainer",))
+
+    hooks = [hook("timestamp"), hook("glibc")]
+    assert len(hooks_by_stage(hooks)["createContainer"]) == 1
+    assert len(hooks_by_stage(hooks, merge=False)["createContainer"]) == 2
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("", "not JSON"),
+    ("[]", "non-empty list"),
+    ('[{"module": "os"}]', "'os' is not a hook module"),
+    ('[{"module": "timestamp", "env": "A=1"}]', "env must be a list of strings"),
+    ('[{"module": "mount", "args": [1]}]', "args must be a list of strings"),
+    ('[{"module": "timestamp", "timeout": 0}]', "timeout must be a positive number"),
+])
+def test_chain_spec_errors(text: str, words: str) -> None:
+    from hpc_exec.hooks._chain import ChainError, parse_chain
+
+    with pytest.raises(ChainError, match=words):
+        parse_chain(text)
+
+
+def test_chain_spec() -> None:
+    from hpc_exec.hooks._chain import parse_chain
+
+    assert parse_chain('[{"module": "mount", "args": ["--device=/dev/null"], "env": ["A=1"], '
+                       '"timeout": 3}, {"module": "timestamp"}]') == [
+        ("mount", ["--device=/dev/null"], ["A=1"], 3.0), ("timestamp", [], [], None)]
