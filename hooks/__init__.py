@@ -42,7 +42,7 @@ def command(name: str, python: str | None = None) -> list[str]:
 
 
 def sample_values(**overrides: str) -> dict[str, str]:
-    """Values for the ``@NAME@`` placeholders of the sample hooks.d files (workflows/hooks.d).
+    """Values for the ``@NAME@`` placeholders of the sample hooks.d files (hooks/samples).
 
     Defaults: ``PYTHON`` this interpreter, ``HOOKS_DIR`` this package's directory,
     ``PASSWD_FILE`` /etc/passwd, ``LDCONFIG`` /sbin/ldconfig; the site supplies the rest

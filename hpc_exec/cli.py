@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "hpc_exec.images_cli",
     "hpc_exec.run_cli",
     "hpc_exec.ssh_cli",
+    "hpc_exec.config_cli",
 ]
 
 

@@ -32,7 +32,8 @@ def find_ssh_hook(hooks_dir: Any) -> Any:
         if any(p.endswith(("/ssh.py", "/hpc-hook-ssh")) for p in program):
             return hook
     raise ConfigError(f"no SSH hook in the hooks directory {hooks_dir}",
-                      hint="the site needs an SSH hook entry (workflows/hooks.d/08-ssh-hook.json)")
+                      hint="the site needs an SSH hook entry (hpc-exec config init writes "
+                      "08-ssh-hook.json)")
 
 
 def ssh_keygen_command(args: argparse.Namespace) -> int:

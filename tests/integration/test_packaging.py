@@ -35,6 +35,10 @@ def test_wheel_top_level_names_and_packages(shared_tmp: Path) -> None:
     packages = {n.rsplit("/", 1)[0].replace("/", ".") for n in names
                 if n.endswith("/__init__.py")}
     assert packages == _source_packages()
+    # package data: the samples `hpc-exec config init` fills, the rootless helper's source
+    samples = {Path(n).name for n in names if n.startswith("hpc_exec/hooks/samples/")}
+    assert samples == {p.name for p in (ROOT / "hooks" / "samples").glob("*.json")}
+    assert "hpc_exec/engine/runtime/idmap.c" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hpc-exec = hpc_exec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

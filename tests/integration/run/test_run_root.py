@@ -198,3 +198,27 @@ def test_python_api(run_site: RunSite, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeFailure, match="runc failed"):
         engine.run(run_site.small, ["/no/such/program"])
     hpc_exec.config._cached.cache_clear()
+
+
+def test_config_init_writes_a_site_that_runs_its_hooks(run_site: RunSite) -> None:
+    # hpc-exec config init fills the packaged samples with this installation's paths; the
+    # result passes the security checks and its timestamp hook runs in a real container.
+    dest = run_site.root / "config-init"
+    out = run_site.run("config", "init", "--dest", str(dest), "--hook-base-dir",
+                       str(run_site.root / "hook-base"), check=True)
+    assert f"wrote {dest}/hooks.d/00-timestamp-hook.json" in out.stdout
+    assert "left out 07-mount-hook-ofi-provider.json: no value for OFI_PROVIDER" in out.stdout
+    config = dest / "config.yaml"
+    # the site's own setting for the testbed registry, as an admin would add it
+    with open(config, "a") as f:
+        f.write(run_site.config.read_text().splitlines()[0] + "\n")
+    env = {**run_site.env, "HPC_EXEC_CONFIG": str(config)}
+    listed = run_site.run("hooks", env=env, check=True).stdout
+    assert "09-slurm-global-sync-hook" in listed and "05-mpi-hook" in listed
+    log = run_site.root / "config-init.log"
+    done = run_site.run("run", "--annotation", "com.hooks.timestamp.enabled=true", "-e",
+                        f"TIMESTAMP_HOOK_LOGFILE={log}", run_site.small, "true", env=env)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().endswith("Timestamp hook: After-runtime\n")
+    again = run_site.run("config", "init", "--dest", str(dest), check=True)
+    assert f"kept {config} (exists; --force replaces it)" in again.stdout

@@ -1,0 +1,161 @@
+"""``hpc-exec config init``: write a working site config and hooks.d from the samples.
+
+What Sarus's ``configure_installation`` does for it: the sample hooks.d files shipped in the
+package (``hpc_exec/hooks/samples``, also ``workflows/hooks.d`` in the source tree) get their
+``@NAME@`` placeholders filled with this installation's paths (the interpreter, the hooks'
+directory) and the site's values, given as options or found on this host:
+
+* ``HOOK_BASE_DIR`` (sync and SSH hooks): ``--hook-base-dir``, default ``/home``, as Sarus;
+* ``MPI_LIBS``: ``--mpi-libs``, else the host's MPICH-ABI libraries (``libmpich*.so.12``) in
+  the multiarch library directory; ``MPI_DEPENDENCY_LIBS``: ``--mpi-dependency-libs``;
+* ``GLIBC_LIBS``: ``--glibc-libs``, else the host's glibc libraries found there;
+* ``OFI_PROVIDER``: ``--ofi-provider``; the NVIDIA entry only where its hook program exists.
+
+A sample with a value neither given nor found is left out, and the command says why. Files are
+written to a temporary name and renamed; existing files are kept unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "config_init_command", "plan_hooks"]
+
+# what Debian's libc6 installs for the glibc hook to swap (the sonames it compares)
+GLIBC_SONAMES = ("libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
+                 "libresolv.so.2", "libutil.so.1")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "config", help="site configuration (config init)",
+        description="Site configuration helpers.")
+    csub = p.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    init = csub.add_parser(
+        "init", help="write a working config.yaml and hooks.d",
+        description="Write DEST/config.yaml and DEST/hooks.d/*.json from the sample hooks with "
+        "this installation's paths and the site's values filled in. Samples whose values are "
+        "missing are left out (the command says which).")
+    init.add_argument("--dest", default="/etc/hpc-exec", help="where to write (default: "
+                      "%(default)s)")
+    init.add_argument("--hook-base-dir", default="/home",
+                      help="HOOK_BASE_DIR of the sync and SSH hooks (default: %(default)s)")
+    init.add_argument("--mpi-libs", help="colon-separated host MPI libraries (MPI_LIBS); "
+                      "default: the host's libmpich*.so.12")
+    init.add_argument("--mpi-dependency-libs", default="",
+                      help="colon-separated libraries the MPI libraries need (default: none)")
+    init.add_argument("--glibc-libs", help="colon-separated host glibc libraries "
+                      "(GLIBC_LIBS); default: the host's")
+    init.add_argument("--ofi-provider", help="a libfabric provider library to mount at "
+                      "<FI_PROVIDER_PATH> (enables the OFI mount hook)")
+    init.add_argument("--force", action="store_true", help="replace existing files")
+    init.set_defaults(handler=config_init_command)
+
+
+def _multiarch_dirs() -> list[str]:
+    return sorted({*glob.glob("/usr/lib/*-linux-gnu"), *glob.glob("/lib/*-linux-gnu")})
+
+
+def _found(patterns: list[str]) -> str:
+    paths: list[str] = []
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            real = os.path.realpath(path)
+            if os.path.isfile(real) and all(os.path.basename(p) != os.path.basename(path)
+                                            for p in paths):
+                paths.append(path)
+    return ":".join(paths)
+
+
+def detect_values() -> dict[str, str]:
+    """The host's MPI and glibc libraries (empty when absent)."""
+    dirs = _multiarch_dirs()
+    return {"MPI_LIBS": _found([f"{d}/libmpich*.so.12" for d in dirs]),
+            "GLIBC_LIBS": _found([f"{d}/{name}" for d in dirs for name in GLIBC_SONAMES])}
+
+
+def plan_hooks(samples: dict[str, str], values: dict[str, str],
+               exists: Any = os.path.exists) -> tuple[dict[str, str], dict[str, str]]:
+    """(file name -> filled text, file name -> why it was left out), pure but for ``exists``.
+
+    A sample is left out when a placeholder it uses has no value, or (NVIDIA) when the hook
+    program it names is not installed.
+    """
+    from hpc_exec.hooks import fill_sample
+
+    written: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for name, text in sorted(samples.items()):
+        empty = sorted(k for k, v in values.items() if not v and f"@{k}@" in text
+                       and k != "MPI_DEPENDENCY_LIBS")
+        if empty:
+            skipped[name] = f"no value for {', '.join(empty)}"
+            continue
+        try:
+            filled = fill_sample(text, values)
+        except ValueError as exc:
+            skipped[name] = str(exc)
+            continue
+        path = json.loads(filled)["hook"]["path"]
+        if not exists(path):
+            skipped[name] = f"{path} is not installed"
+            continue
+        written[name] = filled
+    return written, skipped
+
+
+def _write(path: Path, text: str, force: bool) -> bool:
+    if path.exists() and not force:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def config_init_command(args: argparse.Namespace) -> int:
+    from hpc_exec.errors import InvalidInput
+    from hpc_exec.hooks import sample_values
+
+    dest = Path(args.dest)
+    if not dest.is_absolute():
+        raise InvalidInput(f"--dest must be an absolute path, got {args.dest!r}")
+    for option in ("hook_base_dir", "ofi_provider"):
+        value = getattr(args, option)
+        if value and not value.startswith("/"):
+            raise InvalidInput(f"--{option.replace('_', '-')} must be an absolute path, "
+                               f"got {value!r}")
+    import hpc_exec.hooks
+
+    samples_dir = Path(hpc_exec.hooks.__file__).resolve().parent / "samples"
+    samples = {p.name: p.read_text() for p in samples_dir.glob("*.json")}
+    found = detect_values()
+    values = sample_values(
+        HOOK_BASE_DIR=args.hook_base_dir,
+        MPI_LIBS=args.mpi_libs if args.mpi_libs is not None else found["MPI_LIBS"],
+        MPI_DEPENDENCY_LIBS=args.mpi_dependency_libs,
+        GLIBC_LIBS=args.glibc_libs if args.glibc_libs is not None else found["GLIBC_LIBS"],
+        OFI_PROVIDER=args.ofi_provider or "",
+        OFI_PROVIDER_NAME=os.path.basename(args.ofi_provider or ""))
+    written, skipped = plan_hooks(samples, values)
+    hooks_dir = dest / "hooks.d"
+    hooks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    config = (f"# written by hpc-exec config init; every key: docs/configuration.md\n"
+              f"securityChecks: true\nhooksDir: {hooks_dir}\n")
+    out = sys.stdout
+    for path, text in [(dest / "config.yaml", config),
+                       *((hooks_dir / name, text) for name, text in written.items())]:
+        kept = not _write(path, text, args.force)
+        out.write(f"{'kept' if kept else 'wrote'} {path}"
+                  f"{' (exists; --force replaces it)' if kept else ''}\n")
+    for name, why in skipped.items():
+        out.write(f"left out {name}: {why}\n")
+    return 0
