@@ -47,7 +47,9 @@ def _timed(argv: list[str], env: dict[str, str], name: str = "") -> float:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    process.run(argv, timeout=120, env=env, desc=argv[0], check=True)
+    # cwd "/": "python3 -m hpc_exec" puts its cwd first on sys.path, and a source checkout's
+    # hpc_exec/ (no engine/ inside) would shadow the copy on PYTHONPATH
+    process.run(argv, timeout=120, env=env, desc=argv[0], check=True, cwd="/")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if name:
