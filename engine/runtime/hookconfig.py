@@ -235,7 +235,9 @@ def merge_python_hooks(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]
                 "path": key[0], "args": [key[1], "-I", "-S", f"{key[2]}/_chain.py"],
                 "env": ["HPC_EXEC_HOOK_CHAIN=" + json.dumps(chain, separators=(",", ":"))]}
             if all(e.get("timeout") for e in run):
-                merged["timeout"] = sum(int(e["timeout"]) for e in run)
+                # the chain enforces each hook's own timeout; one more second per hook keeps
+                # runc's kill of the whole chain (which would orphan a running hook) for last
+                merged["timeout"] = sum(int(e["timeout"]) + 1 for e in run)
             out.append(merged)
         run.clear()
 

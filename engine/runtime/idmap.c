@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -80,6 +81,12 @@ int main(int argc, char **argv)
     snprintf(map, sizeof map, "%lu %u 1\n", gid, outer_gid);
     if (write_file("/proc/self/gid_map", map) != 0)
         return fail("cannot write", "/proc/self/gid_map");
+    /* The new namespace starts with a full bounding set; empty it, as runc did in the outer
+     * one, so the container shows and can gain no capability at all. */
+    for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+            return fail("cannot drop the capability bounding set", NULL);
+    }
     execvp(argv[3], argv + 3);
     return fail("cannot run in the container:", argv[3]);
 }

@@ -173,7 +173,7 @@ def test_merge_keeps_order_and_splits_at_foreign_hooks() -> None:
     out = merge_python_hooks(entries)
     assert len(out) == 5
     first, middle, lonely, other, last = out
-    assert first["args"][3].endswith("/hpc_exec/hooks/_chain.py") and first["timeout"] == 15
+    assert first["args"][3].endswith("/hpc_exec/hooks/_chain.py") and first["timeout"] == 17
     chain = json.loads(first["env"][0].partition("=")[2])
     assert first["env"][0].startswith("HPC_EXEC_HOOK_CHAIN=")
     assert chain == [
