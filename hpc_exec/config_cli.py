@@ -113,11 +113,9 @@ def plan_hooks(samples: dict[str, str], values: dict[str, str],
 def _write(path: Path, text: str, force: bool) -> bool:
     if path.exists() and not force:
         return False
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from hpc_exec.files import replace_file
+
+    replace_file(path, text)
     return True
 
 

@@ -21,6 +21,7 @@ for each (key regex, value regex) pair, some annotation whose key and value both
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -213,9 +214,16 @@ def chain_key(entry: Mapping[str, Any]) -> tuple[str, str, str] | None:
     directory, _, file = args[3].rpartition("/")
     if not file.endswith(".py") or file[:-3] not in HOOKS.values():
         return None
-    if not Path(directory, "_chain.py").is_file():
+    if not _holds_chain(directory):
         return None
     return (entry["path"], args[0], directory)
+
+
+@functools.lru_cache(maxsize=8)
+def _holds_chain(directory: str) -> bool:
+    """Whether ``directory`` is a hooks dir of ours (has _chain.py); one stat per dir and
+    process, although plan() asks for every selected hook and every stage."""
+    return Path(directory, "_chain.py").is_file()
 
 
 def merge_python_hooks(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hpc_exec import process
 from hpc_exec.errors import TestbedError
+from hpc_exec.files import replace_file
 from hpc_exec.testbed import daemons
 from hpc_exec.testbed.state import TestbedLayout, TestbedState
 
@@ -64,20 +65,13 @@ def render_site_config(plain_registry: str, hosts_file: Path) -> str:
                        "hostsFile": str(hosts_file)}, indent=2) + "\n"
 
 
-def _write_public(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
     """Write the nodes' hosts file and the site config that names it and the registry."""
     from hpc_exec.testbed.slurm import render_hosts
 
     host_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
-    _write_public(layout.hosts_file, render_hosts(host_hosts, state.nodes))
-    _write_public(layout.site_config,
+    replace_file(layout.hosts_file, render_hosts(host_hosts, state.nodes))
+    replace_file(layout.site_config,
                   render_site_config(registry_address(state, "plain"), layout.hosts_file))
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hpc_exec.errors import InvalidInput, TestbedError
+from hpc_exec.files import replace_file
 
 __all__ = ["ProcRecord", "TestbedLayout", "TestbedState", "default_state_dir", "proc_starttime"]
 
@@ -228,19 +229,7 @@ class TestbedState:
 
     def save(self, layout: TestbedLayout) -> None:
         data = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=layout.root, prefix=".state-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, layout.state_file)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        replace_file(layout.state_file, data, mode=0o600, fsync=True)
 
     def record(self, name: str, pid: int) -> ProcRecord:
         start = proc_starttime(pid)
