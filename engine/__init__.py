@@ -1,8 +1,16 @@
 """hpc_exec.engine: the embedded container engine (image side in image/ and store/, run side
 in runtime/). Installed from the source folder engine/ as ``hpc_exec.engine``.
 
-The names below load on first use (PEP 562), so that ``hpc-exec run`` on a squashfs file does
-not pay for the image side's imports, and the image side does not pay for the run side's.
+This package is the engine's API: the CLI and every front end use the names below and nothing
+else of the engine (a layering test keeps it so). They load on first use (PEP 562), so that
+``hpc-exec run`` on a squashfs file does not pay for the image side's imports, and the image
+side does not pay for the run side's.
+
+Image side (engine/api.py): :func:`pull` once into a squashfs repository, :func:`load`,
+:func:`images`, :func:`lookup`, :func:`remove`, :func:`repository`.
+Run side (engine/runtime/api.py): :func:`resolve`, :func:`inspect`, :func:`run_options`,
+:func:`command_line`, :func:`run` (a child process, safe in threaded callers), :func:`execute`
+(in this process, for command-line programs).
 """
 
 from __future__ import annotations
@@ -11,20 +19,39 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpc_exec.engine.api import ImageEntry, images, load, lookup, pull, remove
-    from hpc_exec.engine.runtime.api import run
+    from hpc_exec.engine.api import ImageEntry, images, load, lookup, pull, remove, repository
+    from hpc_exec.engine.image.registry import Credentials
+    from hpc_exec.engine.runtime.api import (
+        Image,
+        ImageConfig,
+        RunOptions,
+        RunResult,
+        command_line,
+        execute,
+        inspect,
+        is_squashfs_path,
+        resolve,
+        mpi_hook_types,
+        run,
+        run_options,
+        site_hooks,
+    )
+    from hpc_exec.mountspec import Device, Mount
 
-# Image side (engine/api.py): pull once into a squashfs repository, list, look up, remove.
-_IMAGE_SIDE = ("ImageEntry", "images", "load", "lookup", "pull", "remove")
-# Run side (engine/runtime/api.py): run a container, return its exit status.
-_RUN_SIDE = ("run",)
+_IMAGE_SIDE = ("ImageEntry", "images", "load", "lookup", "pull", "remove", "repository")
+_RUN_SIDE = ("Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
+             "inspect", "is_squashfs_path", "mpi_hook_types", "resolve", "run", "run_options",
+             "site_hooks")
+_HOME = {**dict.fromkeys(_IMAGE_SIDE, "hpc_exec.engine.api"),
+         **dict.fromkeys(_RUN_SIDE, "hpc_exec.engine.runtime.api"),
+         "Credentials": "hpc_exec.engine.image.registry",  # registry login for pull()
+         "Device": "hpc_exec.mountspec", "Mount": "hpc_exec.mountspec"}
 
-__all__: list[str] = [*_IMAGE_SIDE, *_RUN_SIDE]
+__all__: list[str] = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _IMAGE_SIDE:
-        return getattr(importlib.import_module("hpc_exec.engine.api"), name)
-    if name in _RUN_SIDE:
-        return getattr(importlib.import_module("hpc_exec.engine.runtime.api"), name)
-    raise AttributeError(f"module 'hpc_exec.engine' has no attribute {name!r}")
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpc_exec.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -11,7 +11,8 @@ Contract:
   one; it raises :class:`~hpc_exec.errors.ImageNotFound` naming where it looked.
 * They all return or list :class:`~hpc_exec.engine.store.index.ImageEntry` (``key``, ``digest``,
   ``image_id``, ``squashfs``, ``metadata``, ``created``, ``size``, ``server``, ``repository``,
-  ``tag``). The run side mounts ``entry.squashfs`` and reads ``entry.config()``.
+  ``tag``). The run side mounts ``entry.squashfs`` and reads its config from
+  ``entry.metadata`` (:func:`hpc_exec.engine.inspect`).
 
 Importing this module is cheap: the registry client and the converter load on first use.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpc_exec.engine.store.index import ImageEntry
+from hpc_exec.engine.store.index import ImageEntry, Index
 
 from hpc_exec.config import Settings, load_settings
 from hpc_exec.errors import ImageNotFound, InvalidInput, RepositoryError
@@ -37,7 +38,6 @@ def repository(centralized: bool = False, *, settings: Settings | None = None,
                writable: bool = False) -> Repository:
     """The local (default) or centralized repository of this user and site."""
     from hpc_exec.engine.image.pull import Repository
-    from hpc_exec.engine.store.index import Index
     from hpc_exec.engine.store.layout import Layout, user_layout
 
     settings = settings or load_settings()
@@ -83,11 +83,11 @@ def images(*, centralized: bool = False, settings: Settings | None = None) -> li
     return [e for _, e in sorted(repo.index.read().items())]
 
 
-def _find(repo: Repository, ref: str) -> ImageEntry | None:
-    from hpc_exec.engine.image.load import load_reference
-    from hpc_exec.engine.image.reference import parse
+def _find(index: Index, ref: str) -> ImageEntry | None:
+    """The entry of ``ref`` in ``index``: by key, as a loaded image's key, or by digest."""
+    from hpc_exec.engine.image.reference import load_reference, parse
 
-    entries = repo.index.read()
+    entries = index.read()
     for reference in (parse(ref), load_reference(ref)):
         if reference.key in entries:
             return entries[reference.key]
@@ -102,20 +102,32 @@ def _find(repo: Repository, ref: str) -> ImageEntry | None:
 
 def lookup(ref: str, *, centralized: bool | None = None,
            settings: Settings | None = None) -> ImageEntry:
-    """The entry for ``ref``; ImageNotFound if it was never pulled (or loaded)."""
+    """The entry for ``ref``; ImageNotFound if it was never pulled (or loaded).
+
+    This is on every task's path (``hpc-exec run IMAGE``): it reads only the index, under its
+    shared lock, and imports nothing of the registry client or the converters."""
+    from hpc_exec.engine.image.reference import parse
+    from hpc_exec.engine.store.layout import Layout, user_layout
+
     settings = settings or load_settings()
+    key = parse(ref).key  # InvalidInput for a malformed reference, before any file is read
     where: list[str] = []
     choices = [centralized] if centralized is not None else \
         [False] + ([True] if settings.centralized_repository_dir is not None else [])
     for central in choices:
-        repo = repository(central, settings=settings)
-        where.append(f"{repo.kind} repository {repo.layout.root}")
-        entry = _find(repo, ref)
+        if central:
+            if settings.centralized_repository_dir is None:
+                raise InvalidInput("no centralized repository: the site config sets no "
+                                   "centralizedRepositoryDir")
+            layout, kind = Layout(settings.centralized_repository_dir), "centralized"
+        else:
+            layout, kind = user_layout(settings)
+        where.append(f"{kind} repository {layout.root}")
+        layout.check_version()
+        entry = _find(Index(layout, settings.repository_metadata_lock_timings), ref)
         if entry is not None:
             return entry
-    from hpc_exec.engine.image.reference import parse
-
-    raise ImageNotFound(f"image {parse(ref).key} is not in the {' or '.join(where)}",
+    raise ImageNotFound(f"image {key} is not in the {' or '.join(where)}",
                         hint=f"pull it first: hpc-exec pull {ref}")
 
 
@@ -123,7 +135,7 @@ def remove(ref: str, *, centralized: bool = False,
            settings: Settings | None = None) -> ImageEntry:
     """Remove ``ref`` from the repository (its files too, unless another tag uses them)."""
     repo = repository(centralized, settings=settings, writable=True)
-    entry = _find(repo, ref)
+    entry = _find(repo.index, ref)
     if entry is None:
         from hpc_exec.engine.image.reference import parse
 

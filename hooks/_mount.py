@@ -1,10 +1,8 @@
 """Mount plumbing of the hooks: ``--mount``/``--device`` parsing, paths in the rootfs, mount(2).
 
 * :func:`parse_mount` and :func:`parse_device` read the ``--mount`` and ``--device`` syntax of
-  ``hpc-exec run`` (Sarus syntax): ``type=bind,src|source=PATH,dst|destination|target=PATH
-  [,readonly|ro][,bind-propagation=MODE]`` and ``HOST[:CONTAINER][:ACCESS]``. This is the only parser of that
-  syntax: hooks may import nothing outside the standard library and ``hpc_exec.hooks``, so the
-  engine (engine/runtime/mounts.py) wraps this one instead of keeping its own.
+  ``hpc-exec run`` through the one parser, :mod:`hpc_exec.mountspec` (base floor, standard
+  library only), turning its errors into HookError.
 * :func:`resolve_in_rootfs` turns a container path into a host path under the rootfs, following
   symlinks as the container would see them, so a symlink in the image can never make a hook
   write outside the rootfs.
@@ -22,6 +20,7 @@ from __future__ import annotations
 import os
 import stat
 
+from hpc_exec import mountspec as _spec
 from hpc_exec.hooks._state import HookError
 
 TYPE_CHECKING = False
@@ -42,120 +41,27 @@ __all__ = [
     "resolve_in_rootfs",
 ]
 
-_PROPAGATION = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
-
-
-class MountSpec:
-    """One ``--mount``: a bind of ``source`` (host) at ``destination`` (container)."""
-
-    __slots__ = ("destination", "propagation", "readonly", "source")
-
-    def __init__(self, source: str, destination: str, readonly: bool = False,
-                 propagation: str = "") -> None:
-        self.source = source
-        self.destination = destination
-        self.readonly = readonly
-        self.propagation = propagation
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MountSpec) and (
-            self.source, self.destination, self.readonly, self.propagation) == (
-            other.source, other.destination, other.readonly, other.propagation)
-
-    def __repr__(self) -> str:
-        return (f"MountSpec({self.source!r}, {self.destination!r}, readonly={self.readonly}, "
-                f"propagation={self.propagation!r})")
-
-
-class DeviceSpec:
-    """One ``--device``: host device node ``source`` at ``destination`` with ``access``."""
-
-    __slots__ = ("access", "destination", "source")
-
-    def __init__(self, source: str, destination: str, access: str = "rwm") -> None:
-        self.source = source
-        self.destination = destination
-        self.access = access
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DeviceSpec) and (
-            self.source, self.destination, self.access) == (
-            other.source, other.destination, other.access)
-
-    def __repr__(self) -> str:
-        return f"DeviceSpec({self.source!r}, {self.destination!r}, {self.access!r})"
-
-
-def _absolute(path: str, what: str, spec: str) -> str:
-    if not path.startswith("/"):
-        raise HookError(f"{what} must be an absolute path, got {path!r} in {spec!r}")
-    if "\0" in path:
-        raise HookError(f"{what} contains a NUL byte in {spec!r}")
-    return os.path.normpath(path).replace("//", "/")
+# The one parser of the --mount/--device syntax lives in the base floor (hpc_exec/mountspec.py,
+# standard library only), shared with the engine and the site config; here its InvalidInput
+# (a ValueError) becomes the hooks' HookError.
+MountSpec = _spec.Mount
+DeviceSpec = _spec.Device
 
 
 def parse_mount(spec: str) -> MountSpec:
     """Parse one ``--mount`` value (HookError naming the bad part)."""
-    fields: dict[str, str] = {}
-    readonly = False
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
-        if key in ("readonly", "ro"):
-            if sep and value.lower() not in ("true", "1", "false", "0"):
-                raise HookError(f"invalid value {value!r} for readonly in {spec!r}")
-            readonly = not sep or value.lower() in ("true", "1")
-            continue
-        if not sep:
-            raise HookError(f"invalid mount option {item!r} in {spec!r} (expected key=value "
-                            "or 'readonly')")
-        canonical = {"src": "source", "dst": "destination", "target": "destination"}.get(key, key)
-        if canonical not in ("type", "source", "destination", "bind-propagation"):
-            raise HookError(f"unknown mount option {key!r} in {spec!r}")
-        if canonical in fields:
-            raise HookError(f"mount option {key!r} given twice in {spec!r}")
-        fields[canonical] = value
-    kind = fields.get("type")
-    if kind is None:
-        raise HookError(f"mount {spec!r} lacks type=bind (it needs type=bind, the only type)")
-    if kind != "bind":
-        raise HookError(f"unsupported mount type {kind!r} in {spec!r} (it needs type=bind, "
-                        "the only type)")
-    for key, example in (("source", "src=/path"), ("destination", "dst=/path")):
-        if key not in fields:
-            raise HookError(f"mount {spec!r} lacks a {key} ({example})")
-    propagation = fields.get("bind-propagation", "")
-    if propagation and propagation not in _PROPAGATION:
-        raise HookError(f"invalid bind-propagation {propagation!r} in {spec!r} "
-                        f"(one of {', '.join(_PROPAGATION)})")
-    return MountSpec(_absolute(fields["source"], "mount source", spec),
-                     _absolute(fields["destination"], "mount destination", spec),
-                     readonly, propagation)
+    try:
+        return _spec.parse_mount(spec)
+    except ValueError as exc:
+        raise HookError(str(exc)) from exc
 
 
 def parse_device(spec: str) -> DeviceSpec:
     """Parse one ``--device`` value: HOST[:CONTAINER][:ACCESS] (HookError when invalid)."""
-    parts = spec.split(":")
-    if not parts[0]:
-        raise HookError(f"invalid device {spec!r}: it lacks a host path")
-    if len(parts) > 3:
-        raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
-    access = "rwm"
-    if len(parts) >= 2 and not parts[-1].startswith("/"):
-        access = parts.pop()
-        if not access or any(c not in "rwm" for c in access):
-            raise HookError(f"invalid device access {access!r} in {spec!r} (letters r, w, m)")
-        if len(set(access)) != len(access):
-            raise HookError(f"device access {access!r} repeats a letter in {spec!r} "
-                            "(invalid device access: each of r, w, m at most once)")
-    if len(parts) > 2:
-        raise HookError(f"invalid device {spec!r} (expected HOST[:CONTAINER][:ACCESS])")
-    src = _absolute(parts[0], "device path", spec)
-    dst = _absolute(parts[1], "device path in the container", spec) if len(parts) == 2 else src
-    return DeviceSpec(src, dst, "".join(c for c in "rwm" if c in access))
+    try:
+        return _spec.parse_device(spec)
+    except ValueError as exc:
+        raise HookError(str(exc)) from exc
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hpc_exec.errors import ConfigError
+from hpc_exec.mountspec import Device, Mount, bind, parse_device, parse_mount
 
 __all__ = ["EnvironmentEdits", "LockTimings", "Settings", "SquashfsOptions", "UserMountRules",
            "load_settings", "parse_settings"]
@@ -92,8 +93,8 @@ class Settings:
     init_path: Path | None = None  # None: tini-static, else tini
     idmap_helper: Path | None = None  # None: <prefix>/libexec/hpc-exec-idmap, else on PATH
     ram_filesystem_type: str = "tmpfs"
-    site_mounts: tuple[str, ...] = ()  # --mount syntax, parsed by engine.runtime.mounts
-    site_devices: tuple[str, ...] = ()  # --device syntax
+    site_mounts: tuple[Mount, ...] = ()  # parsed here, once (hpc_exec.mountspec)
+    site_devices: tuple[Device, ...] = ()
     environment: EnvironmentEdits = field(default_factory=EnvironmentEdits)
     user_mounts: UserMountRules = field(default_factory=UserMountRules)
     seccomp_profile: Path | None = None
@@ -218,6 +219,27 @@ def _str_list(value: Any, path: str) -> tuple[str, ...]:
     return tuple(_expect(v, str, f"{path}[{i}]") for i, v in enumerate(items))
 
 
+def _site_mount(item: Any, path: str) -> Mount:
+    """One ``siteMounts`` entry: ``--mount`` text, or {type, source, destination, readonly}."""
+    try:
+        if isinstance(item, dict):
+            _keys(item, {"type", "source", "destination", "readonly"}, f"{path}.")
+            if item.get("type", "bind") != "bind":
+                raise ConfigError(f"config key {path}.type: unsupported mount type "
+                                  f"{item['type']!r} (bind is the only type)")
+            for key in ("source", "destination"):
+                if not isinstance(item.get(key), str):
+                    raise ConfigError(f"config key {path}.{key}: expected an absolute path, "
+                                      f"got {item.get(key)!r}")
+            readonly = _expect(item.get("readonly", False), bool, f"{path}.readonly")
+            return bind(item["source"], item["destination"], readonly=readonly)
+        return parse_mount(_expect(item, str, path))
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"config key {path}: {exc}") from exc
+
+
 def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     """Validate the run-side keys of ``data`` into ``kw`` (Settings keyword arguments)."""
     if "securityChecks" in data:
@@ -248,27 +270,17 @@ def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
                       ("defaultMPIType", "default_mpi_type")):
         if data.get(key) is not None:
             kw[attr] = _expect(data[key], str, key)
-    from hpc_exec.engine.runtime import mounts  # the same parsers as --mount/--device
-
     if "siteMounts" in data:
-        specs = []
-        for i, item in enumerate(_expect(data["siteMounts"], list, "siteMounts")):
-            text = mounts.mount_spec_text(item) if isinstance(item, dict) else item
-            text = _expect(text, str, f"siteMounts[{i}]")
-            try:
-                mounts.parse_mount(text)
-            except ValueError as exc:
-                raise ConfigError(f"config key siteMounts[{i}]: {exc}") from None
-            specs.append(text)
-        kw["site_mounts"] = tuple(specs)
+        kw["site_mounts"] = tuple(_site_mount(item, f"siteMounts[{i}]") for i, item in
+                                  enumerate(_expect(data["siteMounts"], list, "siteMounts")))
     if "siteDevices" in data:
-        devs = _str_list(data["siteDevices"], "siteDevices")
-        for i, text in enumerate(devs):
+        devices = []
+        for i, text in enumerate(_str_list(data["siteDevices"], "siteDevices")):
             try:
-                mounts.parse_device(text)
+                devices.append(parse_device(text))
             except ValueError as exc:
-                raise ConfigError(f"config key siteDevices[{i}]: {exc}") from None
-        kw["site_devices"] = devs
+                raise ConfigError(f"config key siteDevices[{i}]: {exc}") from exc
+        kw["site_devices"] = tuple(devices)
     if "environment" in data:
         env = _expect(data["environment"], dict, "environment")
         _keys(env, {"set", "prepend", "append", "unset"}, "environment.")

@@ -3,7 +3,11 @@
 Contract (shared/STYLE.md habit 5):
 
 * argv lists only, never a shell string;
-* every call has a timeout; on expiry the whole process group is killed;
+* every call that waits for a program to finish has a timeout, and on expiry the whole process
+  group is killed. The exceptions are said where they are: :func:`spawn` starts a daemon that
+  the caller stops with :func:`terminate`; :func:`launch` starts a program the caller waits for
+  (runc, whose run is as long as the container's); :func:`foreground` waits for a container
+  run, whose timeout is the caller's choice (None: as long as the container runs);
 * stdin is the null device unless ``input`` is given;
 * output is captured and shown only on failure, as :class:`~hpc_exec.errors.CommandFailed`
   with the stderr tail;
@@ -33,8 +37,8 @@ from typing import IO
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "launch", "require", "run",
-           "spawn", "terminate"]
+__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "foreground", "launch", "require",
+           "run", "spawn", "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -360,3 +364,75 @@ def launch(
         )
     except OSError as exc:
         raise CommandFailed(desc, _safe, 127, str(exc)) from exc
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)
+
+
+def foreground(
+    argv: Sequence[str],
+    *,
+    desc: str,
+    timeout: float | None = None,
+    capture: bool = False,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Completed:
+    """Run a program in the foreground of a Python caller (a container run) and wait for it.
+
+    It gets a process group of its own. Called from the main thread, the signals a job
+    receives (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) are forwarded to it while we
+    wait; called from another thread, nothing about signals changes (Python handles them only
+    in the main thread). If the wait is interrupted (KeyboardInterrupt, any exception) or
+    ``timeout`` expires, the program gets SIGTERM, then SIGKILL for its whole group 10 s
+    later; a timeout then raises CommandTimeout. The exit status is returned as is (a signal:
+    128 + its number); ``capture`` collects stdout and stderr, else they are ours.
+    """
+    import threading
+
+    exe, plain, safe = _prepare(argv, "running", desc)
+    pipe = subprocess.PIPE if capture else None
+    try:
+        proc = subprocess.Popen(
+            [exe, *plain[1:]], stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe,
+            env=dict(env) if env is not None else None, pass_fds=tuple(pass_fds),
+            process_group=0)
+    except OSError as exc:
+        raise CommandFailed(desc, safe, 127, str(exc)) from exc
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        def forward(signum: int, _frame: object) -> None:
+            try:
+                os.kill(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+        for sig in _FORWARDED:
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            raise CommandTimeout(desc, safe, float(timeout or 0)) from None
+        except BaseException:
+            _stop(proc)
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+    rc = proc.returncode
+    return Completed(safe, 128 - rc if rc < 0 else rc,
+                     out.decode(errors="replace") if out is not None else "",
+                     err.decode(errors="replace") if err is not None else "")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc``, then SIGKILL its group if it is still there after 10 s."""
+    try:
+        proc.terminate()
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc)

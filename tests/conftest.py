@@ -1,7 +1,8 @@
 """Test tiers, requirement markers and the live testbed fixture.
 
-* ``tests/unit/`` is pure: an autouse fixture makes :func:`hpc_exec.process.run` and
-  :func:`hpc_exec.process.spawn` raise, so a unit test that would run a program fails.
+* ``tests/unit/`` is pure: an autouse fixture makes every entry point of
+  :mod:`hpc_exec.process` (run, spawn, launch, feed, foreground) raise, so a unit test that
+  would run a program fails.
 * ``tests/integration/`` runs real programs against the real testbed.
 * ``@pytest.mark.requires("root", "slurm", ...)`` names what a test needs. Outside CI a missing
   requirement skips the test with the reason; in CI (``CI`` set) it fails it, because CI has
@@ -107,8 +108,8 @@ def _no_programs_in_unit_tests(request: pytest.FixtureRequest,
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"unit tests must not run programs: {args[:1]!r}")
 
-    monkeypatch.setattr(process, "run", refuse)
-    monkeypatch.setattr(process, "spawn", refuse)
+    for name in ("run", "spawn", "launch", "feed", "foreground"):
+        monkeypatch.setattr(process, name, refuse)
 
 
 @dataclass(frozen=True)

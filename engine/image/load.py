@@ -27,31 +27,12 @@ from hpc_exec.engine.image.pull import (
     convert_and_publish,
     entry_for,
 )
-from hpc_exec.engine.image.reference import DEFAULT_SERVER, ImageReference, parse
+from hpc_exec.engine.image.reference import LOAD_SERVER, ImageReference, load_reference, parse
 from hpc_exec.engine.store.index import ImageEntry
 
 from hpc_exec.errors import ImageContentError, InvalidInput
 
-__all__ = ["load", "load_reference"]
-
-LOAD_SERVER = "load"
-
-
-def load_reference(text: str) -> ImageReference:
-    """``text`` parsed; without an explicit server it goes under ``load/``."""
-    bare = text.removeprefix("docker://")
-    if bare.startswith(f"{LOAD_SERVER}/"):  # load/library/name: as listed by images
-        ref = parse(bare[len(LOAD_SERVER) + 1:])
-        if ref.server != DEFAULT_SERVER:
-            raise InvalidInput(f"invalid image reference {text!r}: a loaded image has no "
-                               "other server")
-        return replace(ref, server=LOAD_SERVER)
-    ref = parse(text)
-    explicit = bare.split("/")[0] in ("docker.io", "index.docker.io", "registry-1.docker.io")
-    if ref.server == DEFAULT_SERVER and not explicit:
-        ref = replace(ref, server=LOAD_SERVER)
-    return ref
-
+__all__ = ["load"]
 
 class _Archive:
     def __init__(self, path: Path) -> None:

@@ -56,7 +56,7 @@ PARALLEL_DOWNLOADS = 4
 
 
 class Reporter:
-    """Where pull progress goes. The default logs at INFO; the CLI prints (images_cli.py)."""
+    """Where pull progress goes. The default logs at INFO; the CLI prints (hpc_exec/cli/images.py)."""
 
     def header(self, fields: Sequence[tuple[str, str]]) -> None:
         for name, value in fields:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from hpc_exec.errors import InvalidInput
 
-__all__ = ["DEFAULT_SERVER", "ImageReference", "api_host", "parse"]
+__all__ = ["DEFAULT_SERVER", "LOAD_SERVER", "ImageReference", "api_host", "load_reference", "parse"]
 
 DEFAULT_SERVER = "docker.io"
 DEFAULT_NAMESPACE = "library"
@@ -158,3 +158,24 @@ def _check_digest(original: str, digest: str) -> None:
     if not _DIGEST_RE.fullmatch(digest):
         raise _fail(original, f"bad digest {digest!r} (expected algorithm:hex)")
     raise _fail(original, f"unsupported digest algorithm {algorithm!r} (use sha256)")
+
+
+LOAD_SERVER = "load"  # the pseudo server of images loaded from archives (hpc-exec load)
+
+
+def load_reference(text: str) -> ImageReference:
+    """``text`` parsed for a loaded image; without an explicit server it goes under ``load/``."""
+    from dataclasses import replace
+
+    bare = text.removeprefix("docker://")
+    if bare.startswith(f"{LOAD_SERVER}/"):  # load/library/name: as listed by images
+        ref = parse(bare[len(LOAD_SERVER) + 1:])
+        if ref.server != DEFAULT_SERVER:
+            raise InvalidInput(f"invalid image reference {text!r}: a loaded image has no "
+                               "other server")
+        return replace(ref, server=LOAD_SERVER)
+    ref = parse(text)
+    explicit = bare.split("/")[0] in ("docker.io", "index.docker.io", "registry-1.docker.io")
+    if ref.server == DEFAULT_SERVER and not explicit:
+        ref = replace(ref, server=LOAD_SERVER)
+    return ref

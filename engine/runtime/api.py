@@ -1,87 +1,287 @@
-"""The run side's Python API for front ends, re-exported as ``hpc_exec.engine.run``.
+"""The run side's Python API, re-exported by :mod:`hpc_exec.engine`: the one road from a
+request to runc for the CLI and every front end.
 
-:func:`run` takes an image reference (looked up in the local, then the centralized
-repository), an image entry of the image side, an :class:`~run.Image`, or a path to a squashfs
-file, and a command; it returns the container's exit status. It runs the container in a
-forked child, so the caller's process never enters the container's namespaces; the caller's
-SIGTERM/SIGINT are forwarded while it waits. Engine failures raise
-:class:`~hpc_exec.errors.HpcExecError` subclasses.
+* :func:`resolve` turns what a caller names into an :class:`~options.Image`. One rule for
+  files: a :class:`~pathlib.Path`, or a string that starts with ``/``, ``./`` or ``../`` or
+  ends with ``.sqfs`` or ``.squashfs``, is a squashfs file; any other string is an image
+  reference, looked up in the local, then the centralized repository (a cheap read of the
+  index, the same for ``hpc-exec run`` and for the API).
+* :func:`run_options` builds :class:`~options.RunOptions` from Python values;
+  :func:`command_line` writes the exact ``hpc-exec run`` argv for them, which ``hpc-exec run``
+  parses back to the same options (front ends put it into Slurm jobs).
+* :func:`run` runs a container for a Python caller and returns its exit status, or a
+  :class:`RunResult` with ``capture=True``. It never forks the caller: it runs ``hpc-exec run``
+  as a child process (through :func:`hpc_exec.process.foreground`), so it is safe in threaded
+  callers. An engine error in the child is raised in the caller with its class and fields.
+* :func:`execute` runs the container in *this* process, which enters the container's
+  namespaces and must end afterwards: what ``hpc-exec run`` itself does.
+* :func:`inspect` gives an image's config (entrypoint, cmd, env, workdir, labels).
+
+Environment policy (docs/run.md, "Environment"): the container starts from the host
+environment of the process that runs it (for :func:`run`, the caller's ``os.environ``), or from
+nothing with ``clean_env``; then the image's variables, the site's edits, and last ``env``
+(``NAME=VALUE`` sets; a name alone copies the host's value, which then wins over the image and
+the site, also with ``clean_env``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from hpc_exec.engine.runtime.options import (
+    Image,
+    ImageConfig,
+    RunOptions,
+    check_env_name,
+    parse_annotation,
+    parse_env_option,
+)
 
 from hpc_exec.config import Settings
-from hpc_exec.engine.runtime.run import Image, RunOptions
-from hpc_exec.engine.runtime.run import run as _run
-from hpc_exec.errors import InvalidInput
+from hpc_exec.errors import HpcExecError, ImageNotFound, InvalidInput, RuntimeFailure
+from hpc_exec.mountspec import Device, Mount, bind, format_device, format_mount, parse_device, \
+    parse_mount
 
-__all__ = ["bind_to_mount", "resolve_image", "run"]
+__all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
+           "inspect", "is_squashfs_path", "mpi_hook_types", "parse_annotation",
+           "parse_env_option", "resolve", "run", "run_options", "site_hooks"]
 
-
-def bind_to_mount(bind: str | tuple[str, str] | tuple[str, str, bool]) -> str:
-    """``"src[:dst][:ro|rw]"`` or ``(src, dst[, readonly])`` as ``--mount`` text."""
-    if isinstance(bind, tuple):
-        src, dst = bind[0], bind[1]
-        ro = bool(bind[2]) if len(bind) > 2 else False
-    else:
-        parts = bind.split(":")
-        ro = False
-        if len(parts) > 1 and parts[-1] in ("ro", "rw"):
-            ro = parts.pop() == "ro"
-        if len(parts) > 2 or not parts[0]:
-            raise InvalidInput(f"invalid bind {bind!r} (expected SRC[:DST][:ro])")
-        src, dst = parts[0], parts[-1]
-    return f"type=bind,source={src},destination={dst}" + (",readonly" if ro else "")
+Bind = str | tuple[str, str] | tuple[str, str, bool]
 
 
-def resolve_image(image: Any, *, centralized: bool | None = None,
-                  settings: Settings | None = None) -> Image:
+class RunResult(NamedTuple):
+    """A captured run: the container's exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def is_squashfs_path(text: str) -> bool:
+    """The one rule: does ``text`` name a squashfs file rather than an image reference?"""
+    return text.startswith(("/", "./", "../")) or text.endswith((".sqfs", ".squashfs"))
+
+
+def resolve(image: Any, *, centralized: bool | None = None,
+            settings: Settings | None = None) -> Image:
+    """The :class:`Image` that ``image`` names: an Image, an ImageEntry of the image side, a
+    squashfs file (see :func:`is_squashfs_path`) or a reference (ImageNotFound if never
+    pulled)."""
     if isinstance(image, Image):
         return image
-    if isinstance(image, Path) or (isinstance(image, str) and image.startswith("/")
-                                   and os.path.isfile(image)):
-        return Image.from_squashfs(Path(image))
-    if isinstance(image, str):
+    if isinstance(image, (str, os.PathLike)):
+        text = os.fspath(image)
+        if isinstance(image, os.PathLike) or is_squashfs_path(text):
+            path = Path(text)
+            if not path.is_file():
+                raise ImageNotFound(f"squashfs file {text} does not exist")
+            return Image.from_squashfs(path.absolute())
         from hpc_exec.engine.api import lookup
 
-        return Image.from_entry(lookup(image, centralized=centralized, settings=settings))
+        return Image.from_entry(lookup(text, centralized=centralized, settings=settings))
     if hasattr(image, "squashfs") and hasattr(image, "metadata"):
         return Image.from_entry(image)
     raise InvalidInput(f"not an image: {image!r}")
 
 
-def run(image: Any, command: Sequence[str] = (), *,
-        binds: Iterable[str | tuple[str, str] | tuple[str, str, bool]] = (),
-        mounts: Iterable[str] = (), devices: Iterable[str] = (),
-        workdir: str | None = None, home: str | None = None,
-        env: Mapping[str, str] | None = None, env_passthrough: Iterable[str] = (),
-        host_env: Mapping[str, str] | None = None, entrypoint: str | None = None,
-        init: bool = False, pid: str = "host", mpi: bool = False, mpi_type: str | None = None,
-        glibc: bool = False, ssh: bool = False, sync: bool = False,
-        annotations: Mapping[str, str] | None = None, tty: bool = False,
-        centralized: bool | None = None, settings: Settings | None = None) -> int:
-    """Run ``command`` in ``image``; return its exit status (see the module docstring).
+def inspect(image: Any, *, centralized: bool | None = None,
+            settings: Settings | None = None) -> ImageConfig:
+    """The run config of ``image`` (anything :func:`resolve` takes)."""
+    return resolve(image, centralized=centralized, settings=settings).config
 
-    ``binds`` use the ``SRC[:DST][:ro]`` form; ``mounts`` the ``--mount`` form. ``home``
-    bind-mounts that host directory at the same path and sets ``HOME``. ``env`` sets
-    variables (like ``-e NAME=VALUE``); ``env_passthrough`` copies host variables (``-e NAME``).
-    The network is always the host's.
+
+def site_hooks(hooks_dir: Path | None = None) -> list[Any]:
+    """The hooks of ``hooks_dir`` (default: the site's ``hooksDir``), validated, in file-name
+    order."""
+    from hpc_exec.config import load_settings
+    from hpc_exec.engine.runtime.hookconfig import load_hooks
+
+    return list(load_hooks(hooks_dir if hooks_dir is not None else load_settings().hooks_dir))
+
+
+def mpi_hook_types(hooks: Sequence[Any]) -> list[tuple[Any, str]]:
+    """(hook, MPI type) for each MPI hook of ``hooks`` (``hpc-exec hooks --mpi``)."""
+    from hpc_exec.engine.runtime.hookconfig import mpi_types
+
+    return list(mpi_types(hooks))
+
+
+def _bind(value: Bind) -> Mount:
+    """``"SRC[:DST][:ro|rw]"`` or ``(src, dst[, readonly])`` as a Mount."""
+    if isinstance(value, tuple):
+        return bind(value[0], value[1], readonly=bool(value[2]) if len(value) > 2 else False)
+    parts = value.split(":")
+    readonly = False
+    if len(parts) > 1 and parts[-1] in ("ro", "rw"):
+        readonly = parts.pop() == "ro"
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidInput(f"invalid bind {value!r} (expected SRC[:DST][:ro]; for a path "
+                           "with ':' give a (src, dst) tuple)")
+    return bind(parts[0], parts[-1], readonly=readonly)
+
+
+def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
+                mounts: Iterable[Mount | str] = (), devices: Iterable[Device | str] = (),
+                env: Mapping[str, str] | None = None, env_passthrough: Iterable[str] = (),
+                clean_env: bool = False, workdir: str | None = None,
+                home: str | None = None, entrypoint: str | None = None, init: bool = False,
+                pid: str = "host", mpi: bool = False, mpi_type: str | None = None,
+                glibc: bool = False, ssh: bool = False, sync: bool = False,
+                annotations: Mapping[str, str] | None = None, tty: bool = False,
+                debug: bool = False) -> RunOptions:
+    """Validated :class:`RunOptions` from Python values.
+
+    ``binds`` are ``SRC[:DST][:ro]`` strings or ``(src, dst[, readonly])`` tuples (any path);
+    ``mounts`` and ``devices`` are Mount/Device values or ``--mount``/``--device`` text.
+    ``home`` binds that host directory at the same path and sets ``HOME``. ``env`` sets
+    variables; ``env_passthrough`` names host variables whose value wins over the image's and
+    the site's (``-e NAME``). See the module docstring for the environment policy.
     """
-    all_mounts = [bind_to_mount(b) for b in binds] + list(mounts)
-    env_opts = [*env_passthrough, *(f"{k}={v}" for k, v in (env or {}).items())]
+    all_mounts = [_bind(b) for b in binds]
+    all_mounts += [parse_mount(m) if isinstance(m, str) else m for m in mounts]
+    env_items: list[tuple[str, str | None]] = [
+        (check_env_name(n, "env_passthrough"), None) for n in env_passthrough]
+    env_items += [(check_env_name(k, "env"), str(v)) for k, v in (env or {}).items()]
     if home:
-        all_mounts.append(bind_to_mount((home, home)))
-        env_opts.append(f"HOME={home}")
-    options = RunOptions(
-        command=tuple(command), mounts=tuple(all_mounts), devices=tuple(devices),
-        env=tuple(env_opts), workdir=workdir, entrypoint=entrypoint, init=init, pid=pid,
-        mpi=mpi, mpi_type=mpi_type, glibc=glibc, ssh=ssh, sync=sync,
-        annotations=tuple(f"{k}={v}" for k, v in (annotations or {}).items()), tty=tty,
-        host_env=host_env)
-    return _run(options, resolve_image(image, centralized=centralized, settings=settings),
-                settings=settings)
+        all_mounts.append(bind(home, home))
+        env_items.append(("HOME", home))
+    if pid not in ("host", "private"):
+        raise InvalidInput(f"invalid pid {pid!r} (expected host or private)")
+    if workdir is not None and not workdir.startswith("/"):
+        raise InvalidInput(f"workdir must be an absolute path, got {workdir!r}")
+    for key in (annotations or {}):
+        if not key or "=" in key:
+            raise InvalidInput(f"invalid annotation key {key!r}")
+    return RunOptions(
+        command=tuple(command), mounts=tuple(all_mounts),
+        devices=tuple(parse_device(d) if isinstance(d, str) else d for d in devices),
+        env=tuple(env_items), clean_env=clean_env, workdir=workdir, entrypoint=entrypoint,
+        init=init, pid=pid, mpi=mpi, mpi_type=mpi_type, glibc=glibc, ssh=ssh, sync=sync,
+        annotations=tuple((k, str(v)) for k, v in (annotations or {}).items()), tty=tty,
+        log_level="debug" if debug else None)
+
+
+def command_line(image: str | os.PathLike[str], options: RunOptions, *,
+                 centralized: bool = False,
+                 program: Sequence[str] = ("hpc-exec",)) -> list[str]:
+    """The ``hpc-exec run`` argv for ``image`` and ``options``; ``hpc-exec run`` parses it
+    back to the same options. Values go in ``--option=value`` form, so none is read as an
+    option; a squashfs file is written as an absolute path."""
+    text = os.fspath(image)
+    if isinstance(image, os.PathLike) or is_squashfs_path(text):
+        text = os.path.abspath(text)
+    argv = list(program)
+    if options.log_level == "debug":
+        argv.append("--debug")
+    argv.append("run")
+    argv += [f"--mount={format_mount(m)}" for m in options.mounts]
+    argv += [f"--device={format_device(d)}" for d in options.devices]
+    argv += [f"--env={n}" if v is None else f"--env={n}={v}" for n, v in options.env]
+    if options.clean_env:
+        argv.append("--clean-env")
+    if options.workdir is not None:
+        argv.append(f"--workdir={options.workdir}")
+    if options.entrypoint is not None:
+        argv.append(f"--entrypoint={options.entrypoint}")
+    for flag in ("init", "mpi", "glibc", "ssh", "sync", "tty"):
+        if getattr(options, flag):
+            argv.append(f"--{flag}")
+    if options.pid != "host":
+        argv.append(f"--pid={options.pid}")
+    if options.mpi_type is not None:
+        argv.append(f"--mpi-type={options.mpi_type}")
+    argv += [f"--annotation={k}={v}" for k, v in options.annotations]
+    if centralized:
+        argv.append("--centralized-repository")
+    return [*argv, text, "--", *options.command]
+
+
+def execute(image: Any, options: RunOptions, *, centralized: bool | None = None,
+            settings: Settings | None = None) -> int:
+    """Run in this process (see the module docstring); return the container's status."""
+    from hpc_exec.engine.runtime import run as _run
+
+    return _run.run(options, resolve(image, centralized=centralized, settings=settings),
+                    settings=settings)
+
+
+# -- the child process of run() ----------------------------------------------------------------
+
+REPORT_FD_OPTION = "--report-fd"  # hidden global option of hpc-exec: where errors go as JSON
+
+
+def write_report(fd: int, exc: BaseException) -> None:
+    """Write ``exc`` to the report pipe: its class and every field (``hpc-exec run``)."""
+    if isinstance(exc, HpcExecError):
+        data = {"class": type(exc).__name__, "fields": vars(exc)}
+    else:
+        data = {"class": "RuntimeFailure",
+                "fields": {"message": f"internal error: {type(exc).__name__}: {exc}",
+                           "hint": "rerun with --debug"}}
+    try:
+        os.write(fd, json.dumps(data, default=str).encode())
+    except OSError:
+        pass
+
+
+def _rebuild(report: bytes) -> HpcExecError:
+    from hpc_exec import errors
+
+    data = json.loads(report)
+    cls = getattr(errors, str(data.get("class")), None)
+    if not (isinstance(cls, type) and issubclass(cls, HpcExecError)):
+        cls = RuntimeFailure
+    fields = dict(data.get("fields") or {})
+    err = cls.__new__(cls)
+    Exception.__init__(err, fields.get("message", ""))
+    err.__dict__.update(fields)
+    return err
+
+
+def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None = None,
+        capture: bool = False, timeout: float | None = None, centralized: bool | None = None,
+        settings: Settings | None = None, **kwargs: Any) -> Any:
+    """Run ``command`` in ``image``; return its exit status (``capture``: a RunResult).
+
+    Give either ``options`` or the keyword arguments of :func:`run_options` (``command`` is
+    used only with the latter). ``timeout`` (s) stops the container (SIGTERM, then SIGKILL)
+    and raises CommandTimeout; None waits as long as it runs. ``settings`` is for resolving
+    the image here; the child reads the site config named by ``HPC_EXEC_CONFIG`` as any
+    ``hpc-exec`` does.
+    """
+    from hpc_exec import process
+
+    if options is None:
+        options = run_options(command, **kwargs)
+    elif kwargs or command:
+        raise InvalidInput("give either options= or command and run_options() keywords")
+    resolved = resolve(image, centralized=centralized, settings=settings)  # errors: here
+    report_r, report_w = os.pipe()
+    try:
+        argv = command_line(resolved.squashfs, options,
+                            program=(sys.executable, "-P", "-m", "hpc_exec",
+                                     f"{REPORT_FD_OPTION}={report_w}"))
+        try:
+            done = process.foreground(argv, desc=f"running a container of {resolved.name}",
+                                      timeout=timeout, capture=capture,
+                                      pass_fds=(report_w,))
+        finally:
+            os.close(report_w)
+            report_w = -1
+        with os.fdopen(report_r, "rb") as f:
+            report_r = -1
+            report = f.read()
+    finally:
+        for fd in (report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+    if report:
+        raise _rebuild(report)
+    if capture:
+        return RunResult(done.returncode, done.stdout, done.stderr)
+    return done.returncode

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc_exec.engine.runtime import _linux
-from hpc_exec.engine.runtime.mounts import MountSpec
+from hpc_exec.mountspec import Mount
 
 from hpc_exec import process
 from hpc_exec.config import Settings
@@ -71,7 +71,7 @@ class Bundle:
         self.root = root
         self.rootfs = rootfs
         self.rootless = rootless
-        self.extra_mounts: list[MountSpec] = []
+        self.extra_mounts: list[Mount] = []
         self.fuse: Any = None  # the squashfuse_ll Popen (process.launch), rootless only
 
     @property
@@ -168,7 +168,7 @@ def prepare(settings: Settings, squashfs: Path, root: Path, rootless: bool) -> B
             src = settings.hosts_file if name == "hosts" else Path("/etc") / name
             if src.exists():
                 shutil.copyfile(src, root / "etc" / name)
-                bundle.extra_mounts.append(MountSpec(str(root / "etc" / name), f"/etc/{name}"))
+                bundle.extra_mounts.append(Mount(str(root / "etc" / name), f"/etc/{name}"))
     except BaseException:
         bundle.close()
         raise

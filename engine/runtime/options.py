@@ -1,11 +1,18 @@
-"""Pure rules for what runs in the container: image config, process args, env, annotations.
+"""Pure rules for what runs in the container: options, image config, process args, env,
+annotations.
 
+* :class:`RunOptions` holds everything a caller asks of one run, as typed values: mounts and
+  devices (:mod:`hpc_exec.mountspec`), environment entries ``(NAME, VALUE)`` or ``(NAME, None)``
+  (copy the host's value), annotations ``(KEY, VALUE)``. Text becomes these values once, at the
+  edges (the CLI, the site config); nothing here turns them back into text to parse again.
+* :class:`Image` is what the run side needs of an image: the squashfs file and its config.
 * :class:`ImageConfig` is the part of an OCI image config the run side needs (entrypoint, cmd,
   env, workdir, labels), read from the image's ``metadata`` JSON.
 * :func:`process_args` applies the Sarus CLI rules: arguments after the image replace cmd;
   ``--entrypoint X`` replaces the entrypoint and discards cmd; ``--entrypoint ""`` removes it.
-* :func:`merge_environment` merges, in this order: host, image, site set/prepend/append/unset,
-  ``-e``. ``-e NAME`` copies the host value (ignored if unset); ``-e NAME=`` sets it empty.
+* :func:`merge_environment` merges, in this order: host (nothing with ``clean_env``), image,
+  site set/prepend/append/unset, ``-e``. ``-e NAME`` copies the host value (ignored if unset)
+  over the image's and the site's, also with ``clean_env``; ``-e NAME=`` sets it empty.
   ``CUDA_VISIBLE_DEVICES`` on the host sets ``NVIDIA_VISIBLE_DEVICES`` and is renumbered from 0,
   as Sarus documents (the container sees only the granted GPUs, numbered 0..n-1).
 * :func:`merge_annotations` layers the engine's own, then image labels, then ``--annotation``.
@@ -22,11 +29,57 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hpc_exec.errors import InvalidInput
+from hpc_exec.mountspec import Device, Mount
 
-__all__ = ["ImageConfig", "cuda_renumber", "merge_annotations", "merge_environment",
-           "parse_annotation", "parse_env_option", "process_args"]
+__all__ = ["Image", "ImageConfig", "RunOptions", "check_env_name", "cuda_renumber",
+           "merge_annotations", "merge_environment", "parse_annotation", "parse_env_option",
+           "process_args"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+
+
+# NamedTuples, not dataclasses: a dataclass costs ~1-2 ms to create at import, per task.
+class RunOptions(NamedTuple):
+    """What one run asks for (docs/run.md); each field has a ``hpc-exec run`` option."""
+
+    command: tuple[str, ...] = ()  # after IMAGE; empty: the image's cmd
+    mounts: tuple[Mount, ...] = ()  # --mount
+    devices: tuple[Device, ...] = ()  # --device
+    env: tuple[tuple[str, str | None], ...] = ()  # -e NAME=VALUE, or -e NAME: (NAME, None)
+    clean_env: bool = False  # --clean-env: start from no host variables
+    workdir: str | None = None  # --workdir
+    entrypoint: str | None = None  # --entrypoint; None: the image's, "": none
+    init: bool = False  # --init
+    pid: str = "host"  # --pid host|private
+    mpi: bool = False  # --mpi
+    mpi_type: str | None = None  # --mpi-type
+    glibc: bool = False  # --glibc
+    ssh: bool = False  # --ssh
+    sync: bool = False  # --sync
+    annotations: tuple[tuple[str, str], ...] = ()  # --annotation KEY=VALUE
+    tty: bool = False  # --tty
+    log_level: str | None = None  # the global --debug: "debug"
+
+
+class Image(NamedTuple):
+    """What the run side needs of an image: the squashfs and its run config."""
+
+    squashfs: Path
+    config: ImageConfig
+    name: str = ""
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> Image:
+        """From the image side's ImageEntry (``.squashfs``, ``.metadata``, ``.key``)."""
+        return cls(Path(entry.squashfs), ImageConfig.from_file(Path(entry.metadata)),
+                   getattr(entry, "key", ""))
+
+    @classmethod
+    def from_squashfs(cls, path: Path) -> Image:
+        """A squashfs file, with its config from ``<name>.json`` beside it if present."""
+        meta = path.with_suffix(".json")
+        config = ImageConfig.from_file(meta) if meta.exists() else ImageConfig()
+        return cls(path, config, str(path))
 
 
 class ImageConfig(NamedTuple):
@@ -85,11 +138,17 @@ def process_args(image: ImageConfig, args: Sequence[str], entrypoint: str | None
     return argv
 
 
+def check_env_name(name: str, where: str) -> str:
+    """``name`` if it is a valid variable name, else InvalidInput naming ``where``."""
+    if not name or not _NAME.match(name):
+        raise InvalidInput(f"invalid environment variable name {name!r} in {where}")
+    return name
+
+
 def parse_env_option(text: str) -> tuple[str, str | None]:
     """``-e NAME=VALUE`` -> (NAME, VALUE); ``-e NAME`` -> (NAME, None)."""
     name, sep, value = text.partition("=")
-    if not name or not _NAME.match(name):
-        raise InvalidInput(f"invalid environment variable name in -e {text!r}")
+    check_env_name(name, f"-e {text!r}")
     return name, (value if sep else None)
 
 
@@ -112,9 +171,10 @@ def merge_environment(host: Mapping[str, str], image: ImageConfig, *,
                       site_prepend: Sequence[tuple[str, str]] = (),
                       site_append: Sequence[tuple[str, str]] = (),
                       site_unset: Sequence[str] = (),
-                      user: Sequence[tuple[str, str | None]] = ()) -> dict[str, str]:
+                      user: Sequence[tuple[str, str | None]] = (),
+                      clean: bool = False) -> dict[str, str]:
     """The container's environment (see the module docstring for the order)."""
-    env = dict(host)
+    env = {} if clean else dict(host)
     env.update(image.env)
     for name, value in site_set:
         env[name] = value
@@ -138,6 +198,7 @@ def merge_environment(host: Mapping[str, str], image: ImageConfig, *,
 
 
 def parse_annotation(text: str) -> tuple[str, str]:
+    """``--annotation KEY=VALUE`` -> (KEY, VALUE)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise InvalidInput(f"invalid annotation {text!r} (expected KEY=VALUE)")

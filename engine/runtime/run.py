@@ -16,8 +16,9 @@ care where the image came from. The cycle:
 6. tear down and return the container's exit status unchanged; a runc failure (an error in its
    JSON log) raises :class:`~hpc_exec.errors.RuntimeFailure` instead.
 
-``in_process=True`` (the CLI) does all this in the calling process, which ends up inside the
-namespace; the default forks a child for it, so an API caller's process is left untouched.
+All of it happens in the calling process, which ends up inside the namespace: this is what
+``hpc-exec run`` does. The Python API (:mod:`hpc_exec.engine.runtime.api`) never forks its
+caller; it runs ``hpc-exec run`` as a child process.
 """
 
 from __future__ import annotations
@@ -31,66 +32,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hpc_exec.config import Settings, load_settings
-from hpc_exec.errors import HpcExecError, InvalidInput, RuntimeFailure
+from hpc_exec.mountspec import Device, Mount
 
-__all__ = ["Image", "RunOptions", "run"]
+from hpc_exec.config import Settings, load_settings
+from hpc_exec.engine.runtime.options import Image, RunOptions
+from hpc_exec.errors import InvalidInput, RuntimeFailure
+
+__all__ = ["plan", "run"]
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
-
-
-# NamedTuples, not dataclasses: a dataclass costs ~1-2 ms to create at import, per task.
-class Image(NamedTuple):
-    """What the run side needs of an image: the squashfs and its run config."""
-
-    squashfs: Path
-    config: Any  # options.ImageConfig
-    name: str = ""
-
-    @classmethod
-    def from_entry(cls, entry: Any) -> Image:
-        """From the image side's ImageEntry (``.squashfs``, ``.metadata``)."""
-        from hpc_exec.engine.runtime.options import ImageConfig
-
-        return cls(Path(entry.squashfs), ImageConfig.from_file(Path(entry.metadata)),
-                   getattr(entry, "key", ""))
-
-    @classmethod
-    def from_squashfs(cls, path: Path) -> Image:
-        """A squashfs file, with its config from ``<name>.json`` beside it if present."""
-        from hpc_exec.engine.runtime.options import ImageConfig
-
-        meta = path.with_suffix(".json")
-        config = ImageConfig.from_file(meta) if meta.exists() else ImageConfig()
-        return cls(path, config, str(path))
-
-
-class RunOptions(NamedTuple):
-    command: tuple[str, ...] = ()
-    mounts: tuple[str, ...] = ()  # --mount values
-    devices: tuple[str, ...] = ()  # --device values
-    env: tuple[str, ...] = ()  # -e values
-    workdir: str | None = None
-    entrypoint: str | None = None  # None: the image's; "": none
-    init: bool = False
-    pid: str = "host"  # or "private"
-    mpi: bool = False
-    mpi_type: str | None = None
-    glibc: bool = False
-    ssh: bool = False
-    sync: bool = False
-    annotations: tuple[str, ...] = ()  # --annotation K=V
-    tty: bool = False
-    log_level: str | None = None
-    host_env: Mapping[str, str] | None = None  # None: os.environ
 
 
 class _Plan(NamedTuple):
     args: list[str]
     env: dict[str, str]
     cwd: str
-    mounts: list[Any]
+    mounts: list[Mount]
     devices: list[Any]
     annotations: dict[str, str]
     hooks: dict[str, list[dict[str, Any]]]
@@ -152,7 +110,7 @@ def find_idmap_helper(settings: Settings) -> str | None:
     return shutil.which(IDMAP_HELPER)
 
 
-def _device_node(spec: Any) -> Any:
+def _device_node(spec: Device) -> Any:
     from hpc_exec.engine.runtime.spec import DeviceNode
 
     try:
@@ -169,44 +127,43 @@ def _device_node(spec: Any) -> Any:
                       stat.S_IMODE(st.st_mode), spec.access)
 
 
-def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
-    """Everything that needs no namespace: pure rules plus a few stats (step 2)."""
+def plan(options: RunOptions, image: Image, settings: Settings,
+         host_env: Mapping[str, str] | None = None) -> _Plan:
+    """Everything that needs no namespace: pure rules plus a few stats (step 2).
+
+    ``host_env`` is the host environment the container inherits (default: ``os.environ``)."""
     from hpc_exec.engine.runtime import hookconfig, mounts, runc
     from hpc_exec.engine.runtime import options as opts
 
     rules = settings.user_mounts
-    site = [mounts.parse_mount(t) for t in settings.site_mounts]
-    user = []
-    for text in options.mounts:
-        spec = mounts.parse_mount(text)
+    for spec in options.mounts:
         mounts.check_user_destination(spec.destination, rules.not_allowed_prefixes_of_path,
                                       rules.not_allowed_paths)
-        user.append(spec)
-    for spec in site + user:
+    all_mounts = [*settings.site_mounts, *options.mounts]
+    for spec in all_mounts:
         if not os.path.exists(spec.source):
             raise InvalidInput(f"mount source {spec.source} does not exist")
-    devices = [_device_node(mounts.parse_device(t))
-               for t in (*settings.site_devices, *options.devices)]
+    devices = [_device_node(d) for d in (*settings.site_devices, *options.devices)]
     args = opts.process_args(image.config, options.command, options.entrypoint)
-    host = dict(os.environ if options.host_env is None else options.host_env)
+    host = os.environ if host_env is None else host_env
     edits = settings.environment
     env = opts.merge_environment(host, image.config, site_set=edits.set,
                                  site_prepend=edits.prepend, site_append=edits.append,
-                                 site_unset=edits.unset,
-                                 user=[opts.parse_env_option(e) for e in options.env])
+                                 site_unset=edits.unset, user=options.env,
+                                 clean=options.clean_env)
     pmi_fd = _pmi_fd(env)
     if pmi_fd is not None:
         env["PMI_FD"] = str(CONTAINER_PMI_FD)
-    user_ann = [opts.parse_annotation(a) for a in options.annotations]
     if options.pid not in ("host", "private"):
         raise InvalidInput(f"invalid --pid {options.pid!r} (expected host or private)")
     ann = opts.merge_annotations(mpi=options.mpi, mpi_type=options.mpi_type,
-                           default_mpi_type=settings.default_mpi_type, glibc=options.glibc,
-                           ssh=options.ssh, sync=options.sync, log_level=options.log_level,
-                           labels=image.config.labels, user=user_ann)
+                                 default_mpi_type=settings.default_mpi_type,
+                                 glibc=options.glibc, ssh=options.ssh, sync=options.sync,
+                                 log_level=options.log_level, labels=image.config.labels,
+                                 user=options.annotations)
     hooks = hookconfig.load_hooks(settings.hooks_dir)
     selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
-                                       has_bind_mounts=bool(site or user))
+                                       has_bind_mounts=bool(all_mounts))
     cwd = options.workdir or image.config.workdir or "/"
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
@@ -245,7 +202,7 @@ def plan(options: RunOptions, image: Image, settings: Settings) -> _Plan:
         if idmap_helper:
             trusted.append((Path(idmap_helper), "the idmap helper"))
         check_all(trusted)
-    return _Plan(args, env, cwd, site + user, devices, ann,
+    return _Plan(args, env, cwd, all_mounts, devices, ann,
                  hookconfig.hooks_by_stage(selected, settings.merge_hooks), init_path,
                  idmap_helper, seccomp, runc_path, pmi_fd)
 
@@ -439,62 +396,13 @@ def _run_runc(argv: list[str], process: Any, reap: Path | None = None,
     return 128 - rc if rc < 0 else rc
 
 
-def _run_forked(options: RunOptions, image: Image, settings: Settings, p: _Plan) -> int:
-    """Run in a forked child (the caller's process stays out of the namespace)."""
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(err_r)
-        code = 125
-        try:
-            if not options.tty:  # the caller forwards its group's signals to us, once
-                os.setpgid(0, 0)
-            code = _run_here(options, image, settings, p)
-        except HpcExecError as exc:
-            os.write(err_w, json.dumps({"class": type(exc).__name__, "message": exc.message,
-                                        "hint": exc.hint}).encode())
-            code = int(exc.exit_code)
-        except BaseException as exc:  # a bug: report it in the parent
-            os.write(err_w, json.dumps({"class": "RuntimeFailure",
-                                        "message": f"{type(exc).__name__}: {exc}",
-                                        "hint": None}).encode())
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(err_w)
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    with os.fdopen(err_r, "rb") as f:
-        report = f.read()
-    if report:
-        from hpc_exec import errors
-
-        data = json.loads(report)
-        cls = getattr(errors, data["class"], RuntimeFailure)
-        err = cls.__new__(cls)
-        HpcExecError.__init__(err, data["message"], hint=data["hint"])
-        raise err
-    return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else \
-        128 + os.WTERMSIG(status)
-
-
 def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
-        in_process: bool = False) -> int:
-    """Run ``image`` with ``options``; return the container's exit status (module docstring)."""
+        host_env: Mapping[str, str] | None = None) -> int:
+    """Run ``image`` with ``options`` in this process; return the container's exit status.
+
+    The process enters the container's mount (and, rootless, user) namespace and stays there:
+    call this only from a process that ends afterwards (``hpc-exec run``). Other callers use
+    :func:`hpc_exec.engine.run`, which runs ``hpc-exec run`` as a child process."""
     settings = settings or load_settings()
-    p = plan(options, image, settings)  # bad input fails here, in the caller's process
-    if in_process:
-        return _run_here(options, image, settings, p)
-    return _run_forked(options, image, settings, p)
+    p = plan(options, image, settings, host_env)  # bad input fails here, before any namespace
+    return _run_here(options, image, settings, p)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from hpc_exec.engine.runtime.mounts import MountSpec
+from hpc_exec.mountspec import Mount
 
 __all__ = ["IDMAP_DESTINATION", "INIT_DESTINATION", "DeviceNode", "build_config"]
 
@@ -45,7 +45,7 @@ class DeviceNode(NamedTuple):
     access: str
 
 
-def _bind(spec: MountSpec) -> dict[str, Any]:
+def _bind(spec: Mount) -> dict[str, Any]:
     # bind-propagation from --mount (validated by the parser); private unless asked
     options = ["rbind", "nosuid", "nodev", spec.propagation or "rprivate"]
     if spec.readonly:
@@ -82,7 +82,7 @@ def build_config(*, args: Sequence[str], env: Mapping[str, str], cwd: str, uid: 
                  rootless: bool = False, pid_private: bool = False,
                  annotations: Mapping[str, str] | None = None,
                  hooks: Mapping[str, list[dict[str, Any]]] | None = None,
-                 mounts: Sequence[MountSpec] = (), devices: Sequence[DeviceNode] = (),
+                 mounts: Sequence[Mount] = (), devices: Sequence[DeviceNode] = (),
                  init_path: str | None = None, seccomp: Mapping[str, Any] | None = None,
                  apparmor_profile: str | None = None, selinux_label: str | None = None,
                  selinux_mount_label: str | None = None,

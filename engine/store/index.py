@@ -55,11 +55,6 @@ class ImageEntry:
     def short_id(self) -> str:
         return self.image_id.partition(":")[2][:12]
 
-    def config(self) -> dict[str, Any]:
-        """The image's run metadata (entrypoint, cmd, env, workdir, user, labels)."""
-        data: dict[str, Any] = json.loads(self.metadata.read_text())
-        return data
-
     def to_json(self, layout: Layout) -> dict[str, Any]:
         data = asdict(self)
         data["squashfs"] = layout.relative(self.squashfs)

@@ -186,16 +186,6 @@ class Layout:
         probe = self.root if self.root.exists() else self.root.parent
         return os.access(probe, os.W_OK)
 
-    def validate(self, referenced: set[str]) -> list[str]:
-        """Problems: temp leftovers and image files no index entry references."""
-        problems = [f"leftover temp file {p}" for p in sorted(self.tmp_dir.glob("*"))] \
-            if self.tmp_dir.exists() else []
-        if self.images_dir.exists():
-            for p in sorted(self.images_dir.iterdir()):
-                if self.relative(p) not in referenced:
-                    problems.append(f"unreferenced image file {p}")
-        return problems
-
     # -- audit log -----------------------------------------------------------------------------
     def log_event(self, kind: str, what: str) -> None:
         import datetime

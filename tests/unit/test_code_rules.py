@@ -2,7 +2,8 @@
 
 One way to run a subprocess (shared/STYLE.md habit 5): only hpc_exec/process.py for the CLI,
 engine and front ends, and hooks/_state.py for the hooks, which are standard-library programs
-that must not import hpc_exec outside hpc_exec.hooks.
+that must not import hpc_exec outside hpc_exec.hooks (and the standard-library-only
+hpc_exec.mountspec).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def test_subprocess_is_imported_only_by_the_two_wrappers() -> None:
 
 
 def test_hooks_import_nothing_of_hpc_exec_but_hooks() -> None:
-    pattern = re.compile(r"^\s*(?:from|import) hpc_exec(?!\.hooks)\b", re.MULTILINE)
+    """Hooks are standard-library programs: of hpc_exec they use only hpc_exec.hooks and the
+    shared --mount/--device grammar (hpc_exec.mountspec, itself standard library only)."""
+    pattern = re.compile(r"^\s*(?:from|import) hpc_exec(?!\.hooks\b|\.mountspec\b| import "
+                         r"mountspec\b)", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "hooks").rglob("*.py")
                  if pattern.search(p.read_text())]
     assert offenders == []

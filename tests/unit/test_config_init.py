@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hpc_exec.config_cli import plan_hooks
+from hpc_exec.cli.config import plan_hooks
 
 
 def _sample(path: str, env: str = "") -> str:

@@ -23,11 +23,21 @@ def test_every_exit_code_is_documented() -> None:
     assert documented == {c.value: c.name for c in errors.ExitCode}
 
 
-def test_every_public_error_maps_to_a_code() -> None:
-    for name in errors.__all__:
-        obj = getattr(errors, name)
-        if isinstance(obj, type) and issubclass(obj, errors.HpcExecError):
-            assert isinstance(obj.exit_code, errors.ExitCode), name
+# The class -> code table, pinned: a class that lost its own code (and fell back to the root's
+# FAILURE) or moved to another would change the CLI's documented exit codes.
+CODES = {
+    "HpcExecError": 1, "InvalidInput": 110, "ConfigError": 111, "ImageNotFound": 112,
+    "AuthenticationFailed": 113, "RegistryError": 114, "ImageContentError": 115,
+    "LockTimeout": 116, "RepositoryError": 117, "CommandFailed": 118, "CommandTimeout": 118,
+    "MissingDependency": 119, "TestbedError": 120, "RuntimeFailure": 121, "SecurityError": 122,
+}
+
+
+def test_every_public_error_maps_to_its_code() -> None:
+    classes = {name: getattr(errors, name) for name in errors.__all__
+               if isinstance(getattr(errors, name), type)
+               and issubclass(getattr(errors, name), errors.HpcExecError)}
+    assert {name: int(cls.exit_code) for name, cls in classes.items()} == CODES
 
 
 def test_missing_dependency_names_the_package() -> None:

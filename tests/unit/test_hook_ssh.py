@@ -1,4 +1,4 @@
-"""hooks/ssh.py and hpc_exec/ssh_cli.py: the pure parts and the not-applicable paths."""
+"""hooks/ssh.py and hpc_exec/cli/ssh.py: the pure parts and the not-applicable paths."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hpc_exec.hooks import ssh
 from hpc_exec.hooks._state import Container, HookError, State
 
 from hpc_exec.errors import ConfigError
-from hpc_exec.ssh_cli import find_ssh_hook
+from hpc_exec.cli.ssh import find_ssh_hook
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, bundle: Path, annotations: dict[str, str],

@@ -1,4 +1,4 @@
-"""hpc_exec/images_cli.py: the images table and the command-line surface (pure)."""
+"""hpc_exec/cli/images.py: the images table and the command-line surface (pure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from hpc_exec.cli import build_parser, main
 from hpc_exec.engine.store.index import ImageEntry
-from hpc_exec.images_cli import format_images, human_size
+from hpc_exec.cli.images import format_images, human_size
 
 
 def _entry(key: str, tag: str) -> ImageEntry:
@@ -64,7 +64,7 @@ class _Stream:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_on_a_tty_plain_lines_otherwise(tty: bool) -> None:
-    from hpc_exec.images_cli import CliReporter
+    from hpc_exec.cli.images import CliReporter
 
     out, err = _Stream(False), _Stream(tty)
     r = CliReporter(out, err)  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hpc_exec.cli import build_parser, main
-from hpc_exec.engine.runtime.api import bind_to_mount
 
 
 def test_everything_after_image_belongs_to_the_container() -> None:
@@ -19,12 +18,6 @@ def test_everything_after_image_belongs_to_the_container() -> None:
     assert args.command == ["ls", "-e", "--init", "-w", "/x"]
     assert args.mount == ["type=bind,src=/a,dst=/b"] and args.env == ["X=1"]
     assert args.pid == "private" and args.init and args.workdir is None
-
-
-def test_bind_to_mount() -> None:
-    assert bind_to_mount("/a") == "type=bind,source=/a,destination=/a"
-    assert bind_to_mount("/a:/b:ro") == "type=bind,source=/a,destination=/b,readonly"
-    assert bind_to_mount(("/a", "/b", True)).endswith(",readonly")
 
 
 def test_hooks_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

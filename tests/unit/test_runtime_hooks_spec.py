@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from hpc_exec.engine.runtime.hookconfig import hooks_by_stage, load_hooks, mpi_types, select_hooks
-from hpc_exec.engine.runtime.mounts import MountSpec
+from hpc_exec.mountspec import Mount as MountSpec
 from hpc_exec.engine.runtime.spec import DeviceNode, build_config
 
 from hpc_exec.errors import ConfigError

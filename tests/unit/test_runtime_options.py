@@ -4,13 +4,7 @@ annotations and the run-side config keys."""
 from __future__ import annotations
 
 import pytest
-from hpc_exec.engine.runtime.mounts import (
-    DeviceSpec,
-    MountSpec,
-    check_user_destination,
-    parse_device,
-    parse_mount,
-)
+from hpc_exec.engine.runtime.mounts import check_user_destination
 from hpc_exec.engine.runtime.options import (
     ImageConfig,
     merge_annotations,
@@ -22,6 +16,9 @@ from hpc_exec.engine.runtime.options import (
 
 from hpc_exec.config import parse_settings
 from hpc_exec.errors import ConfigError, InvalidInput, SecurityError
+from hpc_exec.mountspec import Device as DeviceSpec
+from hpc_exec.mountspec import Mount as MountSpec
+from hpc_exec.mountspec import parse_device, parse_mount
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -180,7 +177,8 @@ def test_runtime_config_keys() -> None:
         "seccompProfile": "/s.json", "apparmorProfile": "p", "selinuxLabel": "l",
         "selinuxMountLabel": "m", "defaultMPIType": "mpich"})
     assert not s.security_checks and str(s.bundle_dir) == "/b" and s.rootfs_folder == "rf"
-    assert s.site_mounts[1] == "type=bind,source=/a,destination=/b,readonly"
+    assert s.site_mounts == (MountSpec("/scratch", "/scratch"), MountSpec("/a", "/b", True))
+    assert s.site_devices == (DeviceSpec("/dev/fuse", "/dev/fuse", "rwm"),)
     assert s.environment.set == (("A", "1"),) and s.environment.unset == ("X",)
     assert s.default_mpi_type == "mpich" and s.ram_filesystem_type == "ramfs"
 

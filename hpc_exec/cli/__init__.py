@@ -26,16 +26,16 @@ Handler = Callable[[argparse.Namespace], int]
 # inside the handlers, so that one command never pays for another.
 COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
-    "hpc_exec.images_cli",
-    "hpc_exec.run_cli",
-    "hpc_exec.ssh_cli",
-    "hpc_exec.config_cli",
+    "hpc_exec.cli.images",
+    "hpc_exec.cli.run",
+    "hpc_exec.cli.ssh",
+    "hpc_exec.cli.config",
 ]
 
 
 # Commands on a per-task hot path: when one of them is the command, only its module is
 # imported and registered (the others would cost every task their imports and parsers).
-HOT_COMMANDS = {"run": "hpc_exec.run_cli", "pull": "hpc_exec.images_cli"}
+HOT_COMMANDS = {"run": "hpc_exec.cli.run", "pull": "hpc_exec.cli.images"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -48,6 +48,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hpc-exec {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+    # Where hpc_exec.engine.run's child writes an engine error as JSON (class and fields), so
+    # the caller can raise it again; not for people, hence hidden. Give it as --report-fd=N.
+    parser.add_argument("--report-fd", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -70,6 +73,12 @@ def _setup_logging(debug: bool, verbose: bool) -> None:
     log.propagate = False
 
 
+def _report(fd: int, exc: BaseException) -> None:
+    from hpc_exec.engine.runtime.api import write_report
+
+    write_report(fd, exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # No global option takes a value, so the first word is the command.
@@ -78,9 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.debug, args.verbose)
     handler: Handler = args.handler
+    report = args.report_fd
+    if report is not None:
+        import os
+
+        os.set_inheritable(report, False)  # for us alone, not for runc or the container
     try:
         return int(handler(args))
     except HpcExecError as exc:
+        if report is not None:
+            _report(report, exc)
         if args.debug:
             log.exception("%s failed", args.command)
         print(f"hpc-exec: error: {exc.message}", file=sys.stderr)
@@ -91,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hpc-exec: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # a bug: still one line unless --debug
+        if report is not None:
+            _report(report, exc)
         if args.debug:
             raise
         print(f"hpc-exec: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",

@@ -24,10 +24,10 @@ def add_parser(sub: Any) -> None:
 
 def find_ssh_hook(hooks_dir: Any) -> Any:
     """The hooks.d entry that runs the SSH hook (ConfigError when there is none)."""
-    from hpc_exec.engine.runtime.hookconfig import load_hooks
+    from hpc_exec.engine.runtime.api import site_hooks
     from hpc_exec.errors import ConfigError
 
-    for hook in load_hooks(hooks_dir):
+    for hook in site_hooks(hooks_dir):
         program = [hook.path, *hook.args]
         if any(p.endswith(("/ssh.py", "/hpc-hook-ssh")) for p in program):
             return hook

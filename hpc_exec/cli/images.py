@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from hpc_exec.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from hpc_exec.engine.image.registry import Credentials
-    from hpc_exec.engine.store.index import ImageEntry
+    from hpc_exec.engine import Credentials, ImageEntry
 
 __all__ = ["add_parser", "format_images", "human_size"]
 
@@ -77,7 +76,7 @@ def add_parser(sub: Any) -> None:
 # -- pull ------------------------------------------------------------------------------------
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
-    from hpc_exec.engine.image.registry import Credentials
+    from hpc_exec.engine import Credentials
 
     if args.password_stdin and not args.username:
         raise InvalidInput("--password-stdin needs --username")

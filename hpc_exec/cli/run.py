@@ -19,16 +19,20 @@ __all__ = ["add_parser", "hooks_command", "run_command"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "run", help="run a command in a container",
-        description="Run IMAGE (a reference in the local or centralized repository, or a path "
-        "to a squashfs file) with runc. Everything after IMAGE is the container's command. "
+        description="Run IMAGE (a reference in the local or centralized repository, or a "
+        "squashfs file: a path starting with /, ./ or ../, or ending in .sqfs or .squashfs) "
+        "with runc. Everything after IMAGE (or after 'IMAGE --') is the container's command. "
         "Exits with the container's own status; engine failures use codes 110-125 "
         "(docs/exit-codes.md).")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
-                   help="type=bind,src=/host/path,dst=/container/path[,readonly]")
+                   help="type=bind,src=/host/path,dst=/container/path[,readonly] (a comma in "
+                   "a path: \\,)")
     p.add_argument("--device", action="append", default=[], metavar="SPEC",
                    help="/dev/host[:/dev/container][:rwm]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set a variable (NAME alone copies the host's value)")
+    p.add_argument("--clean-env", action="store_true",
+                   help="start from no host variables (only the image's, the site's and -e)")
     p.add_argument("-w", "--workdir", default=None, metavar="DIR",
                    help="working directory in the container (created if missing)")
     p.add_argument("--entrypoint", default=None, metavar="X",
@@ -58,67 +62,31 @@ def add_parser(sub: Any) -> None:
     h.set_defaults(handler=hooks_command)
 
 
-def _image(ref: str, centralized: bool) -> Any:
-    from pathlib import Path
+def options_from_args(args: argparse.Namespace) -> Any:
+    """The engine's RunOptions for parsed ``hpc-exec run`` arguments (text is parsed here, at
+    the edge, once)."""
+    from hpc_exec.engine.runtime.api import RunOptions, parse_annotation, parse_env_option
+    from hpc_exec.mountspec import parse_device, parse_mount
 
-    from hpc_exec.engine.runtime.run import Image
-
-    if ("/" in ref or ref.endswith((".sqfs", ".squashfs"))) and os.path.isfile(ref):
-        return Image.from_squashfs(Path(ref).absolute())
-    entry = _fast_lookup(ref, centralized)
-    if entry is None:  # digests, loaded images, errors: the image side's full lookup
-        from hpc_exec.engine.api import lookup
-
-        entry = lookup(ref, centralized=True if centralized else None)
-    return Image.from_entry(entry)
-
-
-def _fast_lookup(ref: str, centralized: bool) -> Any:
-    """The entry of a plain ``name:tag`` reference, reading only the index (hot path).
-
-    ``hpc_exec.engine.lookup`` builds the image side's full repository object, whose imports
-    (registry client, converters) cost tens of milliseconds per task; this reads the same
-    index under the same shared lock. Anything unusual returns None and takes the full path.
-    """
-    from hpc_exec.config import load_settings
-    from hpc_exec.engine.image.reference import parse
-    from hpc_exec.engine.store.index import Index
-    from hpc_exec.engine.store.layout import Layout, user_layout
-    from hpc_exec.errors import HpcExecError
-
-    settings = load_settings()
-    try:
-        key = parse(ref).key
-        layouts = []
-        if not centralized:
-            layouts.append(user_layout(settings)[0])
-        if settings.centralized_repository_dir is not None:
-            layouts.append(Layout(settings.centralized_repository_dir))
-        for layout in layouts:
-            if not layout.metadata.exists():
-                continue
-            entry = Index(layout, settings.repository_metadata_lock_timings).get(key)
-            if entry is not None:
-                return entry
-    except HpcExecError:
-        return None
-    return None
+    command = list(args.command)
+    if command[:1] == ["--"]:  # 'IMAGE -- CMD': the separator is not part of the command
+        command = command[1:]
+    return RunOptions(
+        command=tuple(command), mounts=tuple(parse_mount(m) for m in args.mount),
+        devices=tuple(parse_device(d) for d in args.device),
+        env=tuple(parse_env_option(e) for e in args.env), clean_env=args.clean_env,
+        workdir=args.workdir, entrypoint=args.entrypoint, init=args.init, pid=args.pid,
+        mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc, ssh=args.ssh, sync=args.sync,
+        annotations=tuple(parse_annotation(a) for a in args.annotation), tty=args.tty,
+        log_level="debug" if getattr(args, "debug", False) else None)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from hpc_exec.engine.runtime.run import RunOptions, run
+    from hpc_exec.engine.runtime.api import execute
 
-    command = list(args.command)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    options = RunOptions(
-        command=tuple(command), mounts=tuple(args.mount), devices=tuple(args.device),
-        env=tuple(args.env), workdir=args.workdir, entrypoint=args.entrypoint,
-        init=args.init, pid=args.pid, mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc,
-        ssh=args.ssh, sync=args.sync, annotations=tuple(args.annotation), tty=args.tty,
-        log_level="debug" if getattr(args, "debug", False) else None)
-    image = _image(args.image, args.centralized_repository)
-    status = run(options, image, in_process=True)
+    options = options_from_args(args)
+    status = execute(args.image, options, centralized=True if args.centralized_repository
+                     else None)
     # This process now lives in the container's (dead) namespaces and has nothing left to do:
     # skip the interpreter's teardown, which costs every task milliseconds for nothing.
     import sys
@@ -130,10 +98,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def hooks_command(args: argparse.Namespace) -> int:
     from hpc_exec.config import load_settings
-    from hpc_exec.engine.runtime.hookconfig import load_hooks, mpi_types
+    from hpc_exec.engine.runtime.api import mpi_hook_types as mpi_types
+    from hpc_exec.engine.runtime.api import site_hooks
 
     settings = load_settings()
-    hooks = load_hooks(settings.hooks_dir)
+    hooks = site_hooks(settings.hooks_dir)
     if args.mpi:
         rows = [("NAME", "MPI TYPE")]
         for hook, kind in mpi_types(hooks):
