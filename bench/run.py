@@ -10,6 +10,11 @@ side by side, on the testbed's busybox image pulled into a scratch repository (w
    overhead <= 100 ms over runc.
 2. **Throughput**: ``--tasks`` tasks of ``hpc-exec run IMG true``, two at a time (the 2-core
    node). Target: >= 12 tasks/s.
+3. **Against another version** (``--against DIR``): DIR holds another hpc-exec, e.g. an older
+   commit's (``git worktree add /tmp/old <commit> && pip install --no-deps --target
+   /tmp/old-py /tmp/old``). It runs under Debian's python3 with ``PYTHONPATH=DIR``, interleaved
+   with this version run the same way, and the ratio of their p50 overheads over runc is
+   printed (issue 9's target: within 5%).
 
 Prints percentiles and ratios and writes bench/results/run.json (git-ignored).
 """
@@ -86,6 +91,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=40, help="runs of each, interleaved")
     parser.add_argument("--tasks", type=int, default=60, help="tasks for the throughput")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="another hpc-exec (a --target install) to compare per task")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (it prepares the runc bundle by hand)", file=sys.stderr)
@@ -127,15 +134,22 @@ def main() -> int:
                             symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
             sys_argv = [str(system_python), "-m", "hpc_exec", "run", image, "true"]
         sys_env = {**env, "PYTHONPATH": str(root / "py")}
+        against_env = {**env, "PYTHONPATH": str(args.against)} if args.against else {}
+        if args.against and not sys_argv:
+            print("--against needs Debian's /usr/bin/python3", file=sys.stderr)
+            return 2
         for _ in range(3):  # warm up (page cache, pyc files)
             _timed(ours_argv, env)
             if sys_argv:
                 _timed(sys_argv, sys_env)
+            if against_env:
+                _timed(sys_argv, against_env)
         ours: list[float] = []
         bare: list[float] = []
         python: list[float] = []  # the interpreter's own start-up, which we cannot cut
         system: list[float] = []
         system_py: list[float] = []
+        against: list[float] = []
         for i in range(args.n):
             runc_argv = [runc, "--root", str(bundle / "state"), "run", "--bundle", str(bundle),
                          f"bench-{i}"]
@@ -146,6 +160,8 @@ def main() -> int:
                 system.append(_timed(sys_argv, sys_env, "hpc-exec run, sys py"))
                 system_py.append(_timed([str(system_python), "-c", "pass"], sys_env,
                                         "sys python -c pass"))
+            if against_env:
+                against.append(_timed(sys_argv, against_env, "against, sys py"))
 
         failed: list[str] = []
 
@@ -195,7 +211,8 @@ def main() -> int:
                    "cpu_p50": ms(statistics.median(CPU[name]))}
             for name, v in (("hpc-exec run", ours), ("bare runc run", bare),
                             ("python -c pass", python), ("hpc-exec run, sys py", system),
-                            ("sys python -c pass", system_py)) if v}
+                            ("sys python -c pass", system_py),
+                            ("against, sys py", against)) if v}
     overhead = rows["hpc-exec run"]["p50"] - rows["bare runc run"]["p50"]
     result = {"n": args.n, "per_task_ms": rows, "p50_overhead_ms": round(overhead, 1),
               "p50_ratio": round(rows["hpc-exec run"]["p50"] / rows["bare runc run"]["p50"], 2),
@@ -220,6 +237,15 @@ def main() -> int:
         result["p50_overhead_system_python_ms"] = round(sys_overhead, 1)
         print(f"p50 overhead over runc under Debian's python3 (no site start-up hooks): "
               f"{sys_overhead:.1f} ms; its own start-up {rows['sys python -c pass']['p50']} ms")
+    if against:
+        this = rows["hpc-exec run, sys py"]["p50"] - rows["bare runc run"]["p50"]
+        other = rows["against, sys py"]["p50"] - rows["bare runc run"]["p50"]
+        result["against"] = {"dir": str(args.against), "p50_overhead_ms": round(other, 1),
+                             "this_p50_overhead_ms": round(this, 1),
+                             "overhead_ratio": round(this / other, 3) if other > 0 else None}
+        print(f"against {args.against}: p50 overhead over runc {other:.1f} ms there, "
+              f"{this:.1f} ms here (both Debian's python3): ratio {this / other:.3f} "
+              "(target <= 1.05)")
     print(f"throughput, 2 at a time: {throughput:.1f} tasks/s (target >= 12), "
           f"load average {result['load']:.2f}"
           + (f"; {len(failed)} task(s) FAILED: {failed[0]}" if failed else ""))

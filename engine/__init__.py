@@ -47,7 +47,10 @@ _HOME = {**dict.fromkeys(_IMAGE_SIDE, "hpc_exec.engine.api"),
          "Credentials": "hpc_exec.engine.image.registry",  # registry login for pull()
          "Device": "hpc_exec.mountspec", "Mount": "hpc_exec.mountspec"}
 
-__all__: list[str] = sorted(_HOME)
+__all__ = ["Credentials", "Device", "Image", "ImageConfig", "ImageEntry", "Mount", "RunOptions",
+           "RunResult", "command_line", "execute", "images", "inspect", "is_squashfs_path",
+           "load", "lookup", "mpi_hook_types", "pull", "remove", "repository", "resolve",
+           "run", "run_options", "site_hooks"]
 
 
 def __getattr__(name: str) -> Any:

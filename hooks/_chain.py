@@ -48,7 +48,7 @@ def parse_chain(text: str) -> list[Link]:
     try:
         items = load_json(text)
     except ValueError as exc:
-        raise ChainError(f"{ENV_NAME} is not JSON: {exc}") from None
+        raise ChainError(f"{ENV_NAME} is not JSON: {exc}") from exc
     if not isinstance(items, list) or not items:
         raise ChainError(f"{ENV_NAME} must be a non-empty list")
     modules = set(HOOKS.values())

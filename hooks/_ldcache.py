@@ -70,11 +70,11 @@ def read(rootfs: str) -> list[tuple[str, str]]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise HookError(f"cannot read {path}: {exc.strerror}") from None
+        raise HookError(f"cannot read {path}: {exc.strerror}") from exc
     try:
         return parse(data)
     except (ValueError, struct.error) as exc:
-        raise HookError(f"{path} is not a linker cache glibc 2.32+ can read: {exc}") from None
+        raise HookError(f"{path} is not a linker cache glibc 2.32+ can read: {exc}") from exc
 
 
 def find(entries: list[tuple[str, str]], prefix: str) -> list[tuple[str, str]]:

@@ -46,7 +46,7 @@ def elf_dynamic(path: str) -> tuple[str | None, list[str]]:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise HookError(f"cannot read {path}: {exc.strerror}") from None
+        raise HookError(f"cannot read {path}: {exc.strerror}") from exc
     if data[:4] != b"\x7fELF" or len(data) < 64:
         return None, []
     is64, order = data[4] == 2, "<" if data[5] == 1 else ">"
@@ -114,7 +114,7 @@ def glibc_version(libc: str) -> tuple[int, ...]:
         with open(libc, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise HookError(f"cannot read {libc}: {exc.strerror}") from None
+        raise HookError(f"cannot read {libc}: {exc.strerror}") from exc
     marker = b"release version "
     at = data.find(marker)
     if at < 0:

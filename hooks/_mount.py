@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import stat
 
-from hpc_exec import mountspec as _spec
 from hpc_exec.hooks._state import HookError
+
+from hpc_exec import mountspec as _spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def _make_target(target: str, directory: bool) -> None:
             if not os.path.exists(target):
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     except OSError as exc:
-        raise HookError(f"cannot create the mount point {target}: {exc.strerror}") from None
+        raise HookError(f"cannot create the mount point {target}: {exc.strerror}") from exc
 
 
 # --- mount(2) and setns(2) --------------------------------------------------------------------
@@ -188,7 +189,7 @@ def bind(source: str, target: str, *, readonly: bool = False, propagation: str =
     try:
         st = os.stat(source)
     except OSError as exc:
-        raise HookError(f"cannot bind-mount {source}: {exc.strerror}") from None
+        raise HookError(f"cannot bind-mount {source}: {exc.strerror}") from exc
     _make_target(target, stat.S_ISDIR(st.st_mode))
     _mount(source, target, MS_BIND | MS_REC)
     if readonly:
@@ -208,7 +209,7 @@ def bind_device(source: str, target: str, access: str) -> tuple[str, int, int]:
     try:
         st = os.stat(source)
     except OSError as exc:
-        raise HookError(f"cannot mount device {source}: {exc.strerror}") from None
+        raise HookError(f"cannot mount device {source}: {exc.strerror}") from exc
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise HookError(f"{source} is not a device")
     bind(source, target, readonly="w" not in access)
@@ -238,7 +239,7 @@ def allow_device(pid: int, kind: str, major: int, minor: int, access: str) -> bo
                     f.write(f"{kind} {major}:{minor} {access}\n")
             except OSError as exc:
                 raise HookError(f"cannot allow device {kind} {major}:{minor} in {allow}: "
-                                f"{exc.strerror}") from None
+                                f"{exc.strerror}") from exc
             return True
     return False
 
@@ -258,7 +259,7 @@ def enter_mount_namespace(pid: int) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise HookError(f"cannot open the container's mount namespace {path}: "
-                        f"{exc.strerror}") from None
+                        f"{exc.strerror}") from exc
     try:
         import ctypes
 

@@ -86,7 +86,7 @@ def load_json(text: str) -> Any:
     try:
         obj, end = scan(text, start)
     except StopIteration as exc:
-        raise ValueError(f"invalid JSON at character {exc.value}") from None
+        raise ValueError(f"invalid JSON at character {exc.value}") from exc
     finally:
         _ScanContext.memo.clear()
     if text[end:].strip(ws):
@@ -115,7 +115,7 @@ class State:
         try:
             data = load_json(text)
         except ValueError as exc:
-            raise HookError(f"the OCI state on stdin is not JSON: {exc}") from None
+            raise HookError(f"the OCI state on stdin is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise HookError("the OCI state on stdin is not a JSON object")
         bundle = data.get("bundle")
@@ -216,9 +216,9 @@ def read_container(stdin: IO[str] | None = None) -> Container:
         with open(path, encoding="utf-8") as f:
             config = load_json(f.read())
     except OSError as exc:
-        raise HookError(f"cannot read the bundle's config.json {path}: {exc.strerror}") from None
+        raise HookError(f"cannot read the bundle's config.json {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise HookError(f"the bundle's config.json {path} is not JSON: {exc}") from None
+        raise HookError(f"the bundle's config.json {path} is not JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise HookError(f"the bundle's config.json {path} is not a JSON object")
     return Container(state, config)
@@ -245,7 +245,7 @@ def passwd_entry(passwd_file: str, uid: int) -> PasswdEntry:
         with open(passwd_file, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError as exc:
-        raise HookError(f"cannot read PASSWD_FILE {passwd_file}: {exc.strerror}") from None
+        raise HookError(f"cannot read PASSWD_FILE {passwd_file}: {exc.strerror}") from exc
     for line in lines:
         fields = line.split(":")
         if len(fields) < 7 or line.startswith(("#", "+", "-")):
@@ -268,8 +268,8 @@ def env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
         return default
     try:
         value = float(raw)
-    except ValueError:
-        raise HookError(f"{name}={raw!r} is not a number of seconds") from None
+    except ValueError as exc:
+        raise HookError(f"{name}={raw!r} is not a number of seconds") from exc
     if not value > 0 or value == float("inf"):
         raise HookError(f"{name}={raw!r} must be a positive number of seconds")
     return value
@@ -305,10 +305,10 @@ def run_program(argv: list[str], *, timeout: float, what: str) -> str:
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise HookError(f"{what}: {argv[0]} did not finish within {timeout:g} s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise HookError(f"{what}: {argv[0]} did not finish within {timeout:g} s") from exc
     except OSError as exc:
-        raise HookError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+        raise HookError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from exc
     output = done.stdout.decode(errors="replace")
     if done.returncode != 0:
         raise HookError(f"{what}: {' '.join(argv)} exited with status {done.returncode}: "

@@ -260,13 +260,13 @@ class Barrier:
                 os.makedirs(self.arrival, mode=0o700, exist_ok=True)
                 os.makedirs(self.departure, mode=0o700, exist_ok=True)
                 return
-            except FileNotFoundError:  # a failed barrier's last rank is removing the dir
+            except FileNotFoundError as exc:  # a failed barrier's last rank is removing the dir
                 if deadline.expired():
-                    raise HookError(f"cannot create {self.directory}: it keeps vanishing") from None
+                    raise HookError(f"cannot create {self.directory}: it keeps vanishing") from exc
                 time.sleep(self.poll_interval)
             except OSError as exc:
                 raise HookError(f"cannot create the sync dir {self.directory}: "
-                                f"{exc.strerror}") from None
+                                f"{exc.strerror}") from exc
 
     def _arrive(self, deadline: Deadline) -> None:
         mine = os.path.join(self.arrival, str(self.rank))
@@ -279,7 +279,7 @@ class Barrier:
             except FileNotFoundError:
                 self._make_dirs(deadline)
             except OSError as exc:
-                raise HookError(f"cannot create the sync file {mine}: {exc.strerror}") from None
+                raise HookError(f"cannot create the sync file {mine}: {exc.strerror}") from exc
 
     def _wait_verdict(self, deadline: Deadline, waker: _Waker) -> str:
         # Inotify sees only this node's changes. One leader per node (and rank 0) polls fast
@@ -426,8 +426,8 @@ class Barrier:
             self.log.debug(f"rank {self.rank} published '{verdict}'")
         except FileExistsError:
             pass
-        except FileNotFoundError:
-            raise HookError(f"the sync dir {self.directory} vanished while waiting") from None
+        except FileNotFoundError as exc:
+            raise HookError(f"the sync dir {self.directory} vanished while waiting") from exc
         finally:
             _unlink(tmp)
 
@@ -439,9 +439,9 @@ def _slurm_numbers(env: dict[str, str]) -> tuple[str, str, int, int]:
             raise HookError(f"{name}={value!r} in the container env is not a Slurm id")
     try:
         ntasks, rank = int(env["SLURM_NTASKS"]), int(env["SLURM_PROCID"])
-    except ValueError:
+    except ValueError as exc:
         raise HookError("SLURM_NTASKS and SLURM_PROCID in the container env must be integers "
-                        f"(got {env['SLURM_NTASKS']!r}, {env['SLURM_PROCID']!r})") from None
+                        f"(got {env['SLURM_NTASKS']!r}, {env['SLURM_PROCID']!r})") from exc
     if ntasks < 1 or not 0 <= rank < ntasks:
         raise HookError(f"SLURM_PROCID={rank} is not a rank of SLURM_NTASKS={ntasks}")
     return job, step, ntasks, rank
@@ -456,7 +456,7 @@ def _become(container: Container) -> None:
         os.setegid(container.gid)
         os.seteuid(container.uid)
     except OSError as exc:
-        raise HookError(f"cannot switch to uid {container.uid}: {exc.strerror}") from None
+        raise HookError(f"cannot switch to uid {container.uid}: {exc.strerror}") from exc
 
 
 def _run(log: Log) -> int:

@@ -111,9 +111,9 @@ def _container_home(container: Container) -> str:
     path = container.in_rootfs("/etc/passwd")
     try:
         entry = passwd_entry(path, container.uid)
-    except HookError:
+    except HookError as exc:
         raise HookError(f"the container's /etc/passwd has no user {container.uid}: the SSH "
-                        "hook needs the user's home") from None
+                        "hook needs the user's home") from exc
     if entry.home in ("", "/nonexistent") or not entry.home.startswith("/"):
         raise HookError(f"the container user {entry.name} has no usable home directory "
                         f"({entry.home!r}): the SSH hook needs one for ~/.ssh")

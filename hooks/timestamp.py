@@ -55,7 +55,7 @@ def _run(log: Log) -> int:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise HookError(f"cannot append to TIMESTAMP_HOOK_LOGFILE {path}: {exc.strerror}") from None
+        raise HookError(f"cannot append to TIMESTAMP_HOOK_LOGFILE {path}: {exc.strerror}") from exc
     return 0
 
 

@@ -314,7 +314,7 @@ def _load_file(path: Path) -> Settings:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     try:
         # JSON is YAML: a config written in JSON syntax skips importing the YAML parser, which
         # costs every 'hpc-exec run' (a per-task hot path) more than the rest of the config.
@@ -325,7 +325,7 @@ def _load_file(path: Path) -> Settings:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     return parse_settings(data, str(path))

@@ -33,12 +33,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "Completed", "Secret", "feed", "foreground", "launch", "require",
-           "run", "spawn", "terminate"]
+__all__ = ["DEBIAN_PACKAGES", "Completed", "ProcStat", "Secret", "alive", "feed", "foreground",
+           "launch", "proc_stat", "require", "run", "session_members", "spawn", "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def run(
         raise CommandFailed(desc, safe, 127, str(exc)) from exc
     try:
         out, err = proc.communicate(input=data, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # its text holds the unredacted argv: not chained
         raise CommandTimeout(desc, safe, timeout, _kill_group(proc)) from None
     except BaseException:
         _kill_group(proc)
@@ -224,7 +224,7 @@ def feed(
                 broken = True
             try:
                 proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # its text holds the unredacted argv
                 _kill_group(proc)
                 raise CommandTimeout(desc, safe, timeout) from None
         except BaseException:
@@ -305,12 +305,53 @@ def _alive(pid: int) -> bool:
             return True
         del _DAEMONS[pid]
         return False
+    return alive(pid)
+
+
+# -- /proc/<pid>/stat: the one parser ---------------------------------------------------------
+
+class ProcStat(NamedTuple):
+    """The fields of ``/proc/<pid>/stat`` (proc(5)) that hpc-exec uses."""
+
+    state: str  # R, S, D, Z (zombie), X (dead), ...
+    ppid: int
+    pgrp: int
+    session: int
+    starttime: int  # clock ticks after boot: with the pid, identifies one process for good
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """``pid``'s stat fields, or None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold anything, ')' included: the
+    # fields we want come after the last ')'.
+    fields = data.rsplit(b")", 1)[-1].split()
+    try:
+        return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]),
+                        int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is neither a zombie nor dead."""
+    st = proc_stat(pid)
+    return st is not None and st.state not in ("Z", "X")
+
+
+def session_members(session: int) -> list[int]:
+    """The pids whose session id is ``session``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = proc_stat(int(entry))
+            if st is not None and st.session == session:
+                out.append(int(entry))
+    return out
 
 
 def launch(
@@ -400,7 +441,7 @@ def foreground(
             process_group=0)
     except OSError as exc:
         raise CommandFailed(desc, safe, 127, str(exc)) from exc
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, object] = {}
     if threading.current_thread() is threading.main_thread():
         def forward(signum: int, _frame: object) -> None:
             try:
@@ -413,15 +454,15 @@ def foreground(
     try:
         try:
             out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # its text holds the unredacted argv: not chained
             _stop(proc)
             raise CommandTimeout(desc, safe, float(timeout or 0)) from None
         except BaseException:
             _stop(proc)
             raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
     rc = proc.returncode
     return Completed(safe, 128 - rc if rc < 0 else rc,
                      out.decode(errors="replace") if out is not None else "",

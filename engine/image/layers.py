@@ -131,10 +131,10 @@ class _Merger:
                         devices += self.member(number, reader, member, deleted, opaque)
                     except _Refused as exc:
                         raise ImageContentError(f"layer {src.digest}: member "
-                                                f"{member.name!r} refused: {exc}") from None
+                                                f"{member.name!r} refused: {exc}") from exc
             except (TarFormatError, zlib.error, EOFError, gzip.BadGzipFile) as exc:
                 raise ImageContentError(f"layer {src.digest} is not a readable tar: "
-                                        f"{exc}") from None
+                                        f"{exc}") from exc
         self.deleted |= deleted
         self.opaque |= opaque
         if devices:
@@ -178,7 +178,7 @@ class _Merger:
             try:
                 linkname = clean_name(m.linkname)
             except _Refused as exc:
-                raise _Refused(f"hard link to outside the image ({exc})") from None
+                raise _Refused(f"hard link to outside the image ({exc})") from exc
             if not linkname:
                 raise _Refused("hard link to the root directory")
             for anc in _ancestors(linkname):

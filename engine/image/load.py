@@ -14,7 +14,6 @@ import gzip
 import json
 import posixpath
 import tarfile
-from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -27,7 +26,7 @@ from hpc_exec.engine.image.pull import (
     convert_and_publish,
     entry_for,
 )
-from hpc_exec.engine.image.reference import LOAD_SERVER, ImageReference, load_reference, parse
+from hpc_exec.engine.image.reference import load_reference
 from hpc_exec.engine.store.index import ImageEntry
 
 from hpc_exec.errors import ImageContentError, InvalidInput
@@ -42,7 +41,7 @@ class _Archive:
             self.members = {posixpath.normpath(m.name.lstrip("/")): m
                             for m in self.tar.getmembers()}
         except (OSError, tarfile.TarError, EOFError) as exc:
-            raise ImageContentError(f"cannot read image archive {path}: {exc}") from None
+            raise ImageContentError(f"cannot read image archive {path}: {exc}") from exc
 
     def read_bytes(self, name: str) -> bytes:
         with self.open(name) as f:
@@ -102,9 +101,9 @@ def _read(archive: _Archive) -> tuple[bytes, list[LayerSource]]:
             data = json.loads(archive.read_bytes("manifest.json"))
             first = data[0]
             config_name, layers = str(first["Config"]), [str(x) for x in first["Layers"]]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ImageContentError(f"docker archive {archive.path}: malformed "
-                                    "manifest.json") from None
+                                    "manifest.json") from exc
         sources = [_layer_source(archive, name, f"{archive.path.name}:{name}", None)
                    for name in layers]
         return archive.read_bytes(config_name), sources

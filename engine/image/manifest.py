@@ -84,9 +84,9 @@ def compression_of(desc: Descriptor) -> str:
     """'gzip', 'zstd' or '' for a layer descriptor; ImageContentError for anything else."""
     try:
         return _LAYER_TYPES[desc.media_type]
-    except KeyError:
+    except KeyError as exc:
         raise ImageContentError(f"layer {desc.digest} has unsupported media type "
-                                f"{desc.media_type!r}") from None
+                                f"{desc.media_type!r}") from exc
 
 
 def _descriptor(obj: Any, where: str) -> Descriptor:
@@ -108,8 +108,8 @@ def parse(body: bytes, content_type: str, digest: str) -> Index | Manifest:
     ctype = content_type.split(";")[0].strip()
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageContentError(f"manifest {digest} is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageContentError(f"manifest {digest} is not valid JSON") from exc
     if not isinstance(data, dict):
         raise ImageContentError(f"manifest {digest} is not a JSON object")
     media = data.get("mediaType") or ctype
@@ -191,8 +191,8 @@ def _strings(value: Any) -> list[str] | None:
 def parse_config(body: bytes, digest: str) -> ImageConfig:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageContentError(f"image config {digest} is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageContentError(f"image config {digest} is not valid JSON") from exc
     if not isinstance(data, dict):
         raise ImageContentError(f"image config {digest} is not a JSON object")
     cfg = data.get("config") or {}

@@ -56,8 +56,8 @@ def _number(field: bytes) -> int:
         return 0
     try:
         return int(text, 8)
-    except ValueError:
-        raise TarFormatError(f"bad numeric field {field!r}") from None
+    except ValueError as exc:
+        raise TarFormatError(f"bad numeric field {field!r}") from exc
 
 
 def _pax_records(data: bytes) -> dict[str, bytes]:
@@ -71,8 +71,8 @@ def _pax_records(data: bytes) -> dict[str, bytes]:
             raise TarFormatError("bad PAX record")
         try:
             length = int(data[pos:space])
-        except ValueError:
-            raise TarFormatError("bad PAX record length") from None
+        except ValueError as exc:
+            raise TarFormatError("bad PAX record length") from exc
         if length <= 0 or pos + length > len(data):
             raise TarFormatError("bad PAX record length")
         record = data[space + 1:pos + length - 1]  # without the trailing newline
@@ -203,8 +203,8 @@ class Reader:
                 if "size" in pax:
                     try:
                         size = int(pax["size"])
-                    except ValueError:
-                        raise TarFormatError("bad PAX size") from None
+                    except ValueError as exc:
+                        raise TarFormatError("bad PAX size") from exc
                 if kind not in (*REGULAR, _LINK, _SYMLINK, _CHR, _BLK, _DIR, _FIFO):
                     raise TarFormatError(f"unsupported member type {kind!r}")
                 data_size = size if kind in REGULAR else 0

@@ -60,7 +60,7 @@ def write_id_maps(uid_map: str, gid_map: str, pid: str = "self") -> None:
         with open(f"/proc/{pid}/gid_map", "w") as f:
             f.write(gid_map)
     except OSError as exc:
-        raise RuntimeFailure(f"cannot write user namespace id maps: {exc.strerror}") from None
+        raise RuntimeFailure(f"cannot write user namespace id maps: {exc.strerror}") from exc
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
@@ -112,7 +112,7 @@ def mount_loop(image: str, target: str, fstype: str, flags: int,
                 except OSError as exc:
                     if exc.errno != 16 or time.monotonic() > deadline:  # EBUSY: lost a race
                         raise RuntimeFailure(f"cannot attach {image} to {dev}: "
-                                             f"{exc.strerror}") from None
+                                             f"{exc.strerror}") from exc
                 finally:
                     os.close(fd)
         finally:

@@ -44,8 +44,15 @@ from hpc_exec.engine.runtime.options import (
 
 from hpc_exec.config import Settings
 from hpc_exec.errors import HpcExecError, ImageNotFound, InvalidInput, RuntimeFailure
-from hpc_exec.mountspec import Device, Mount, bind, format_device, format_mount, parse_device, \
-    parse_mount
+from hpc_exec.mountspec import (
+    Device,
+    Mount,
+    bind,
+    format_device,
+    format_mount,
+    parse_device,
+    parse_mount,
+)
 
 __all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
            "inspect", "is_squashfs_path", "mpi_hook_types", "parse_annotation",
@@ -98,8 +105,9 @@ def inspect(image: Any, *, centralized: bool | None = None,
 def site_hooks(hooks_dir: Path | None = None) -> list[Any]:
     """The hooks of ``hooks_dir`` (default: the site's ``hooksDir``), validated, in file-name
     order."""
-    from hpc_exec.config import load_settings
     from hpc_exec.engine.runtime.hookconfig import load_hooks
+
+    from hpc_exec.config import load_settings
 
     return list(load_hooks(hooks_dir if hooks_dir is not None else load_settings().hooks_dir))
 

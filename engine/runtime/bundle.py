@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from hpc_exec.engine.runtime import _linux
-from hpc_exec.mountspec import Mount
 
 from hpc_exec import process
 from hpc_exec.config import Settings
 from hpc_exec.errors import RuntimeFailure
+from hpc_exec.mountspec import Mount
 
 __all__ = ["Bundle", "bundle_dir", "enter_private_namespace", "prepare"]
 
@@ -113,7 +113,7 @@ def _mount_squashfs_fuse(image: Path, target: Path, log_path: Path) -> Any:
     except OSError as exc:
         raise RuntimeFailure(f"cannot open /dev/fuse for squashfuse_ll: {exc.strerror}",
                              hint="rootless mode needs /dev/fuse readable and writable by "
-                             "users (mode 0666, as Debian's udev rule sets it)") from None
+                             "users (mode 0666, as Debian's udev rule sets it)") from exc
     try:
         flags = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV
         _linux.mount(str(image), str(target), "fuse.squashfuse_ll", flags,
@@ -158,11 +158,11 @@ def prepare(settings: Settings, squashfs: Path, root: Path, rootless: bool) -> B
             options += ",userxattr"  # trusted.* xattrs are out of reach in a user namespace
         try:
             _linux.mount("overlay", str(rootfs), "overlay", nosuid, options)
-        except RuntimeFailure:
+        except RuntimeFailure as exc:
             if bundle.fuse is not None and bundle.fuse.poll() is not None:
                 log = (root / "squashfuse.log").read_text(errors="replace").strip()
                 raise RuntimeFailure(f"squashfuse_ll could not serve {squashfs}: "
-                                     f"{log or 'no message'}") from None
+                                     f"{log or 'no message'}") from exc
             raise
         for name in HOST_ETC_FILES:
             src = settings.hosts_file if name == "hosts" else Path("/etc") / name

@@ -72,7 +72,7 @@ def _regex(file: Path, text: Any, where: str) -> str:
     try:
         re.compile(text)
     except re.error as exc:
-        raise _bad(file, f"{where}: invalid regular expression {text!r}: {exc}") from None
+        raise _bad(file, f"{where}: invalid regular expression {text!r}: {exc}") from exc
     return text
 
 
@@ -148,7 +148,7 @@ def hook_files(directory: Path) -> list[Path]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise ConfigError(f"cannot read hooks directory {directory}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read hooks directory {directory}: {exc.strerror}") from exc
 
 
 def load_hooks(directory: Path) -> list[Hook]:
@@ -158,9 +158,9 @@ def load_hooks(directory: Path) -> list[Hook]:
         try:
             data = json.loads(file.read_text())
         except OSError as exc:
-            raise _bad(file, f"cannot read: {exc.strerror}") from None
+            raise _bad(file, f"cannot read: {exc.strerror}") from exc
         except ValueError as exc:
-            raise _bad(file, f"not valid JSON: {exc}") from None
+            raise _bad(file, f"not valid JSON: {exc}") from exc
         hooks.append(parse_hook(file, data))
     return hooks
 

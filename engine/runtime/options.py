@@ -117,7 +117,7 @@ class ImageConfig(NamedTuple):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise InvalidInput(f"cannot read image metadata {path}: {exc}") from None
+            raise InvalidInput(f"cannot read image metadata {path}: {exc}") from exc
         if isinstance(data.get("config"), Mapping):  # a raw OCI image config
             data = data["config"]
         return cls.from_mapping(data)

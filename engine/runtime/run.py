@@ -32,11 +32,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from hpc_exec.mountspec import Device, Mount
+from hpc_exec.engine.runtime.options import Image, RunOptions
 
 from hpc_exec.config import Settings, load_settings
-from hpc_exec.engine.runtime.options import Image, RunOptions
 from hpc_exec.errors import InvalidInput, RuntimeFailure
+from hpc_exec.mountspec import Device, Mount
 
 __all__ = ["plan", "run"]
 
@@ -116,7 +116,7 @@ def _device_node(spec: Device) -> Any:
     try:
         st = os.stat(spec.source)
     except OSError as exc:
-        raise InvalidInput(f"device {spec.source}: {exc.strerror}") from None
+        raise InvalidInput(f"device {spec.source}: {exc.strerror}") from exc
     if stat.S_ISCHR(st.st_mode):
         kind = "c"
     elif stat.S_ISBLK(st.st_mode):
@@ -179,7 +179,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
             seccomp = json.loads(settings.seccomp_profile.read_text())
         except (OSError, ValueError) as exc:
             raise RuntimeFailure(f"cannot read seccompProfile {settings.seccomp_profile}: "
-                                 f"{exc}") from None
+                                 f"{exc}") from exc
     runc_path = runc.find_runc(settings.runc_path)
     if settings.security_checks:
         from hpc_exec.engine.runtime.security import check_all
@@ -209,22 +209,6 @@ def plan(options: RunOptions, image: Image, settings: Settings,
 
 # -- the watchdog ----------------------------------------------------------------------------
 
-def _sessions_of(leader: int) -> list[int]:
-    """PIDs whose session id is ``leader`` (the container's processes)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 3 and int(fields[3]) == leader:  # state ppid pgrp session
-            out.append(int(entry))
-    return out
-
-
 def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
@@ -249,7 +233,9 @@ def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
             except (OSError, ValueError):
                 leader = 0
             if leader > 1:
-                for pid in [leader, *_sessions_of(leader)]:
+                from hpc_exec.process import session_members
+
+                for pid in [leader, *session_members(leader)]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
@@ -282,9 +268,10 @@ def _start_watchdog(pid_file: Path) -> int:
 # -- the cycle ---------------------------------------------------------------------------------
 
 def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -> int:
-    from hpc_exec import process
     from hpc_exec.engine.runtime import bundle as _bundle
     from hpc_exec.engine.runtime import runc, spec
+
+    from hpc_exec import process
 
     rootless = os.geteuid() != 0
     if not image.squashfs.is_file():
@@ -331,18 +318,12 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         b.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
-
-
 def _reap_leftovers(pid_file: Path, stop: Any) -> None:
     """Rootless, host PID namespace: when the container's first process has exited, SIGKILL
     what it left in its session. As root runc does this through the container's cgroup;
     without one, runc would wait for those processes forever."""
+    from hpc_exec.process import alive, session_members
+
     leader = 0
     while not stop.wait(0.1):
         if not leader:
@@ -350,8 +331,8 @@ def _reap_leftovers(pid_file: Path, stop: Any) -> None:
                 leader = int(pid_file.read_text().strip())
             except (OSError, ValueError):
                 continue
-        if not _alive(leader):
-            for pid in _sessions_of(leader):
+        if not alive(leader):
+            for pid in session_members(leader):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:

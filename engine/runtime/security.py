@@ -24,7 +24,7 @@ def _check_one(path: Path, what: str, original: Path) -> None:
         st = os.stat(path)
     except OSError as exc:
         raise SecurityError(f"security check on {what} {original}: cannot stat {path}: "
-                            f"{exc.strerror}") from None
+                            f"{exc.strerror}") from exc
     if st.st_uid != 0:
         raise SecurityError(f"security check on {what}: {path} is not owned by root "
                             f"(uid {st.st_uid})",

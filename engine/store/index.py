@@ -72,7 +72,7 @@ class ImageEntry:
                 metadata=layout.resolve(str(data["metadata"])),
                 created=str(data["created"]), size=int(data["size"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from None
+            raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from exc
 
     def present(self) -> bool:
         return self.squashfs.is_file() and self.metadata.is_file()
@@ -100,13 +100,13 @@ class Index:
             return {}
         except OSError as exc:
             raise RepositoryError(f"cannot read {self.layout.metadata}: {exc.strerror}") \
-                from None
+                from exc
         try:
             data = json.loads(text)
-        except ValueError:
+        except ValueError as exc:
             raise RepositoryError(f"{self.layout.metadata} is not valid JSON",
                                   hint="restore it or remove it (images must then be "
-                                  "pulled again)") from None
+                                  "pulled again)") from exc
         if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
             raise RepositoryError(f"{self.layout.metadata}: expected an 'images' mapping")
         if data.get("version") != INDEX_VERSION:
@@ -150,7 +150,7 @@ class Index:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise RepositoryError(f"cannot write {self.layout.metadata}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{exc.strerror or exc}") from exc
 
     def update(self, change: Callable[[dict[str, ImageEntry]], None]) -> None:
         """Read-modify-write under the exclusive lock."""
@@ -201,4 +201,4 @@ def _unlink(path: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise RepositoryError(f"cannot remove {path}: {exc.strerror}") from None
+        raise RepositoryError(f"cannot remove {path}: {exc.strerror}") from exc

@@ -166,7 +166,7 @@ class Layout:
                 os.replace(tmp, self.version_file)
         except OSError as exc:
             raise RepositoryError(f"cannot create repository {self.root}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{exc.strerror or exc}") from exc
         self.check_version()
 
     def check_version(self) -> None:
@@ -175,7 +175,7 @@ class Layout:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise RepositoryError(f"cannot read {self.version_file}: {exc.strerror}") from None
+            raise RepositoryError(f"cannot read {self.version_file}: {exc.strerror}") from exc
         if text != str(FORMAT_VERSION):
             raise RepositoryError(
                 f"repository {self.root} has format version {text!r}; this hpc-exec reads "

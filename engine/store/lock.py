@@ -62,16 +62,16 @@ class FileLock:
             if self.mode is not None and os.fstat(fd).st_uid == os.getuid():
                 os.fchmod(fd, self.mode)
             return fd
-        except PermissionError:
+        except PermissionError as exc:
             if self.shared:  # a read-only repository: a shared lock needs only read access
                 try:
                     return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     pass
             raise RepositoryError(f"cannot open lock file {self.path}: permission denied") \
-                from None
+                from exc
         except OSError as exc:
-            raise RepositoryError(f"cannot open lock file {self.path}: {exc.strerror}") from None
+            raise RepositoryError(f"cannot open lock file {self.path}: {exc.strerror}") from exc
 
     def holder(self) -> str:
         """What the current exclusive holder wrote with :meth:`note` ('' if nothing)."""
@@ -95,7 +95,7 @@ class FileLock:
                 except OSError as exc:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise RepositoryError(f"cannot lock {self.path}: {exc.strerror}") \
-                            from None
+                            from exc
                 now = time.monotonic()
                 if now - start >= self.timeout:
                     raise LockTimeout(str(self.path), self.timeout)

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "hpc_exec.cli.run",
     "hpc_exec.cli.ssh",
     "hpc_exec.cli.config",
+    "hpc_exec.cli.apptainer",
 ]
 
 

@@ -119,9 +119,32 @@ def _write(path: Path, text: str, force: bool) -> bool:
     return True
 
 
+def write_hooks_dir(hooks_dir: Path, values: dict[str, str], *, force: bool
+                    ) -> tuple[list[tuple[Path, bool]], dict[str, str]]:
+    """Fill the packaged hook samples with ``values`` (see hooks.sample_values) into
+    ``hooks_dir``: ([(file, kept because it existed)], {sample: why it was left out})."""
+    import hpc_exec.hooks
+    from hpc_exec.hooks import sample_values
+
+    samples_dir = Path(hpc_exec.hooks.__file__).resolve().parent / "samples"
+    samples = {p.name: p.read_text() for p in samples_dir.glob("*.json")}
+    written, skipped = plan_hooks(samples, sample_values(**values))
+    hooks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    results = [(hooks_dir / name, not _write(hooks_dir / name, text, force))
+               for name, text in written.items()]
+    return results, skipped
+
+
+def standard_hook_values(hook_base_dir: str) -> dict[str, str]:
+    """The sample values ``config init`` uses by default, found on this host."""
+    found = detect_values()
+    return dict(HOOK_BASE_DIR=hook_base_dir, MPI_LIBS=found["MPI_LIBS"],
+                MPI_DEPENDENCY_LIBS="", GLIBC_LIBS=found["GLIBC_LIBS"], OFI_PROVIDER="",
+                OFI_PROVIDER_NAME="")
+
+
 def config_init_command(args: argparse.Namespace) -> int:
     from hpc_exec.errors import InvalidInput
-    from hpc_exec.hooks import sample_values
 
     dest = Path(args.dest)
     if not dest.is_absolute():
@@ -131,27 +154,22 @@ def config_init_command(args: argparse.Namespace) -> int:
         if value and not value.startswith("/"):
             raise InvalidInput(f"--{option.replace('_', '-')} must be an absolute path, "
                                f"got {value!r}")
-    import hpc_exec.hooks
-
-    samples_dir = Path(hpc_exec.hooks.__file__).resolve().parent / "samples"
-    samples = {p.name: p.read_text() for p in samples_dir.glob("*.json")}
     found = detect_values()
-    values = sample_values(
+    values = dict(
         HOOK_BASE_DIR=args.hook_base_dir,
         MPI_LIBS=args.mpi_libs if args.mpi_libs is not None else found["MPI_LIBS"],
         MPI_DEPENDENCY_LIBS=args.mpi_dependency_libs,
         GLIBC_LIBS=args.glibc_libs if args.glibc_libs is not None else found["GLIBC_LIBS"],
         OFI_PROVIDER=args.ofi_provider or "",
         OFI_PROVIDER_NAME=os.path.basename(args.ofi_provider or ""))
-    written, skipped = plan_hooks(samples, values)
     hooks_dir = dest / "hooks.d"
-    hooks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     config = (f"# written by hpc-exec config init; every key: docs/configuration.md\n"
               f"securityChecks: true\nhooksDir: {hooks_dir}\n")
+    dest.mkdir(parents=True, exist_ok=True)
+    results = [(dest / "config.yaml", not _write(dest / "config.yaml", config, args.force))]
+    hook_results, skipped = write_hooks_dir(hooks_dir, values, force=args.force)
     out = sys.stdout
-    for path, text in [(dest / "config.yaml", config),
-                       *((hooks_dir / name, text) for name, text in written.items())]:
-        kept = not _write(path, text, args.force)
+    for path, kept in results + hook_results:
         out.write(f"{'kept' if kept else 'wrote'} {path}"
                   f"{' (exists; --force replaces it)' if kept else ''}\n")
     for name, why in skipped.items():

@@ -36,8 +36,8 @@ def _locked(layout: TestbedLayout) -> Iterator[None]:
     try:
         with FileLock(str(layout.lock_file), timeout=900):
             yield
-    except Timeout:
-        raise TestbedError(f"another testbed command holds {layout.lock_file}") from None
+    except Timeout as exc:
+        raise TestbedError(f"another testbed command holds {layout.lock_file}") from exc
 
 
 def _check_root() -> None:

@@ -14,8 +14,8 @@ __all__ = ["add_parser", "dispatch"]
 def _port(text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from exc
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port {value} is not between 1 and 65535")
     return value

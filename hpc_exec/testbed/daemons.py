@@ -35,8 +35,8 @@ def check_port_free(port: int, what: str) -> None:
                     f"{what} port {port} on 127.0.0.1 is already in use",
                     hint="stop what uses it, or choose another port (see 'hpc-exec testbed up "
                     "--help')",
-                ) from None
-            raise InvalidInput(f"{what} port {port} cannot be used: {exc.strerror}") from None
+                ) from exc
+            raise InvalidInput(f"{what} port {port} cannot be used: {exc.strerror}") from exc
 
 
 def pick_free_port(taken: set[int]) -> int:

@@ -54,25 +54,33 @@ def render_registry_config(
     return json.dumps(cfg, indent=2) + "\n"
 
 
-def render_site_config(plain_registry: str, hosts_file: Path) -> str:
+def render_site_config(plain_registry: str, hosts_file: Path, hooks_dir: Path) -> str:
     """The hpc-exec site config ``testbed env`` points HPC_EXEC_CONFIG at (pure).
 
-    It lists the plain (http) registry as insecure and gives containers a hosts file that
-    names the nodes. It is written in JSON syntax, which is YAML too, so that loading it skips
-    the YAML parser on every hpc-exec start.
+    It lists the plain (http) registry as insecure, gives containers a hosts file that names
+    the nodes, and names the standard hooks.d (``--sync``, ``--mpi``, ``--ssh`` work as on a
+    site set up with ``hpc-exec config init``). It is written in JSON syntax, which is YAML
+    too, so that loading it skips the YAML parser on every hpc-exec start.
     """
     return json.dumps({"insecureRegistries": [plain_registry],
-                       "hostsFile": str(hosts_file)}, indent=2) + "\n"
+                       "hostsFile": str(hosts_file), "hooksDir": str(hooks_dir)},
+                      indent=2) + "\n"
 
 
 def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
-    """Write the nodes' hosts file and the site config that names it and the registry."""
+    """Write the nodes' hosts file, the standard hooks.d (this installation's paths, written
+    anew on every ``up``) and the site config that names them and the registry."""
+    from hpc_exec.cli.config import standard_hook_values, write_hooks_dir
     from hpc_exec.testbed.slurm import render_hosts
 
     host_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     replace_file(layout.hosts_file, render_hosts(host_hosts, state.nodes))
+    layout.hook_base_dir.mkdir(mode=0o755, exist_ok=True)
+    write_hooks_dir(layout.hooks_dir, standard_hook_values(str(layout.hook_base_dir)),
+                    force=True)
     replace_file(layout.site_config,
-                  render_site_config(registry_address(state, "plain"), layout.hosts_file))
+                  render_site_config(registry_address(state, "plain"), layout.hosts_file,
+                                     layout.hooks_dir))
 
 
 def _write_private(path: Path, data: str) -> None:
@@ -172,5 +180,5 @@ def stop_registries(state: TestbedState) -> None:
 def registry_address(state: TestbedState, variant: str) -> str:
     try:
         return f"127.0.0.1:{state.ports[f'registry-{variant}']}"
-    except KeyError:
-        raise TestbedError("the testbed has no registry; run 'hpc-exec testbed up'") from None
+    except KeyError as exc:
+        raise TestbedError("the testbed has no registry; run 'hpc-exec testbed up'") from exc

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hpc_exec import process
 from hpc_exec.errors import InvalidInput, TestbedError
 from hpc_exec.files import replace_file
 
@@ -64,6 +65,16 @@ class TestbedLayout:
     def site_config(self) -> Path:
         """An hpc-exec site config for using this testbed (``testbed env`` exports it)."""
         return self.etc / "hpc-exec.yaml"
+
+    @property
+    def hooks_dir(self) -> Path:
+        """The standard hooks.d (``hpc-exec config init``'s) that the site config names."""
+        return self.etc / "hooks.d"
+
+    @property
+    def hook_base_dir(self) -> Path:
+        """HOOK_BASE_DIR of the SSH hook: users' keys under <dir>/<user>/.oci-hooks/ssh."""
+        return self.root / "hook-base"
 
     @property
     def hosts_file(self) -> Path:
@@ -166,7 +177,7 @@ class TestbedLayout:
                 f"testbed state directory {self.root} is not writable: "
                 f"{exc.strerror or exc}",
                 hint="pass --state-dir or set HPC_EXEC_TESTBED_DIR to a writable directory",
-            ) from None
+            ) from exc
         for parent in self.root.parents:
             if not os.stat(parent).st_mode & 0o001:
                 raise InvalidInput(
@@ -179,14 +190,10 @@ class TestbedLayout:
 
 def proc_starttime(pid: int) -> int | None:
     """The kernel start time (clock ticks since boot) of ``pid``, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
+    st = process.proc_stat(pid)
+    if st is None or st.state in ("Z", "X"):
         return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
+    return st.starttime
 
 
 @dataclass
@@ -217,7 +224,7 @@ class TestbedState:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise TestbedError(f"cannot read testbed state {layout.state_file}: {exc}") from None
+            raise TestbedError(f"cannot read testbed state {layout.state_file}: {exc}") from exc
         if raw.get("version") != FORMAT_VERSION:
             raise TestbedError(
                 f"testbed state {layout.state_file} has format version {raw.get('version')!r}, "

@@ -8,14 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hpc_exec.engine.runtime.api import _rebuild, write_report
+from hpc_exec.engine.runtime.options import ImageConfig, merge_environment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpc_exec import engine, errors
 from hpc_exec.cli import build_parser
 from hpc_exec.cli.run import options_from_args
-from hpc_exec.engine.runtime.api import _rebuild, write_report
-from hpc_exec.engine.runtime.options import ImageConfig, merge_environment
 from hpc_exec.mountspec import Device, Mount
 
 
@@ -191,3 +191,9 @@ def test_unexpected_error_becomes_runtime_failure() -> None:
         again = _rebuild(f.read())
     assert isinstance(again, errors.RuntimeFailure)
     assert "internal error: KeyError" in str(again)
+
+
+def test_the_api_surface_is_complete() -> None:
+    assert sorted(engine.__all__) == sorted(engine._HOME)
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from hpc_exec import process
 from hpc_exec.engine.runtime import runc
 from hpc_exec.engine.runtime.run import _run_runc
+
+from hpc_exec import process
 
 
 def test_run_argv_rootful() -> None:
@@ -84,8 +84,18 @@ def test_signal_handlers_are_restored() -> None:
 
 def test_prepare_redacts_secrets(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="hpc_exec.process")
-    exe, plain, safe = process._prepare(["true", "--password", process.Secret("hunter2")],
+    _exe, plain, safe = process._prepare(["true", "--password", process.Secret("hunter2")],
                                         "running", "login")
     assert plain[-1] == "hunter2"  # the program gets the real value
     assert safe == ["true", "--password", "****"]
     assert "hunter2" not in caplog.text and "****" in caplog.text
+
+
+def test_proc_stat_reads_our_own_process() -> None:
+    import os
+
+    st = process.proc_stat(os.getpid())
+    assert st is not None and st.state in ("R", "S")
+    assert (st.ppid, st.pgrp, st.session) == (os.getppid(), os.getpgrp(), os.getsid(0))
+    assert os.getpid() in process.session_members(os.getsid(0))
+    assert process.proc_stat(2**22 + 7) is None and not process.alive(2**22 + 7)

@@ -136,10 +136,12 @@ def test_site_config_lists_the_plain_registry_as_insecure() -> None:
 
     from hpc_exec.config import parse_settings
 
-    text = registry.render_site_config("127.0.0.1:5001", Path("/tb/etc/hosts"))
+    text = registry.render_site_config("127.0.0.1:5001", Path("/tb/etc/hosts"),
+                                       Path("/tb/etc/hooks.d"))
     settings = parse_settings(yaml.safe_load(text))
     assert settings.insecure_registries == ("127.0.0.1:5001",)
     assert settings.hosts_file == Path("/tb/etc/hosts")
+    assert settings.hooks_dir == Path("/tb/etc/hooks.d")
 
 
 def test_hosts_file_adds_one_own_loopback_address_per_node() -> None:

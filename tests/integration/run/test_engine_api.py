@@ -55,6 +55,7 @@ def test_relative_squashfs_runs_through_cli_and_api(api_env: RunSite,
         if not target.exists():
             target.symlink_to(squashfs.with_suffix(".squashfs" if suffix == ".sqfs" else ".json"))
     from hpc_exec import process
+
     from .conftest import hpc_exec_exe
 
     out = process.run([hpc_exec_exe(), "run", "./img.sqfs", "--", "echo", "cli"], cwd=here,
