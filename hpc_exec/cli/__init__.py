@@ -36,7 +36,8 @@ COMMAND_MODULES = [
 
 # Commands on a per-task hot path: when one of them is the command, only its module is
 # imported and registered (the others would cost every task their imports and parsers).
-HOT_COMMANDS = {"run": "hpc_exec.cli.run", "pull": "hpc_exec.cli.images"}
+HOT_COMMANDS = {"run": "hpc_exec.cli.run", "pull": "hpc_exec.cli.images",
+                "apptainer": "hpc_exec.cli.apptainer"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command) if command in HOT_COMMANDS else build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # the raw words, for what argparse's REMAINDER handling hides
     _setup_logging(args.debug, args.verbose)
     handler: Handler = args.handler
     report = args.report_fd

@@ -62,15 +62,26 @@ def add_parser(sub: Any) -> None:
     h.set_defaults(handler=hooks_command)
 
 
-def options_from_args(args: argparse.Namespace) -> Any:
-    """The engine's RunOptions for parsed ``hpc-exec run`` arguments (text is parsed here, at
-    the edge, once)."""
+def container_command(image: str, parsed: list[str], argv: list[str]) -> list[str]:
+    """The container's command: what follows IMAGE, less one ``--`` right after IMAGE.
+
+    argparse (3.11) drops that ``--`` itself from the REMAINDER, other versions keep it; so the
+    raw ``argv`` tells whether the ``--`` that ``parsed`` may start with is the separator
+    (remove it) or the container's own word (``IMAGE -- -- x`` runs ``-- x``)."""
+    n = len(parsed)
+    consumed = argv[len(argv) - n - 2:len(argv) - n] == [image, "--"]
+    if parsed[:1] == ["--"] and not consumed:
+        return parsed[1:]
+    return parsed
+
+
+def options_from_args(args: argparse.Namespace, argv: list[str]) -> Any:
+    """The engine's RunOptions for ``hpc-exec run`` arguments parsed from ``argv`` (text is
+    parsed here, at the edge, once)."""
     from hpc_exec.engine.runtime.api import RunOptions, parse_annotation, parse_env_option
     from hpc_exec.mountspec import parse_device, parse_mount
 
-    command = list(args.command)
-    if command[:1] == ["--"]:  # 'IMAGE -- CMD': the separator is not part of the command
-        command = command[1:]
+    command = container_command(args.image, list(args.command), argv)
     return RunOptions(
         command=tuple(command), mounts=tuple(parse_mount(m) for m in args.mount),
         devices=tuple(parse_device(d) for d in args.device),
@@ -84,7 +95,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
 def run_command(args: argparse.Namespace) -> int:
     from hpc_exec.engine.runtime.api import execute
 
-    options = options_from_args(args)
+    options = options_from_args(args, args.argv)
     status = execute(args.image, options, centralized=True if args.centralized_repository
                      else None)
     # This process now lives in the container's (dead) namespaces and has nothing left to do:

@@ -22,7 +22,7 @@ from hpc_exec.mountspec import Device, Mount
 def _parse(argv: list[str]) -> tuple[str, engine.RunOptions]:
     assert argv[0] == "hpc-exec"
     args = build_parser().parse_args(argv[1:])
-    return args.image, options_from_args(args)
+    return args.image, options_from_args(args, argv[1:])
 
 
 # -- run_options -------------------------------------------------------------------------------
@@ -72,6 +72,21 @@ def test_separator_is_not_part_of_the_command() -> None:
     assert opts.command == ("echo", "--", "x")
     _, opts = _parse(["hpc-exec", "run", "img", "echo", "-e", "x"])
     assert opts.command == ("echo", "-e", "x")
+    _, opts = _parse(["hpc-exec", "run", "img", "--", "--", "x"])  # the second is the command's
+    assert opts.command == ("--", "x")
+    _, opts = _parse(["hpc-exec", "run", "img", "--"])
+    assert opts.command == ()
+
+
+def test_separator_whatever_argparse_did() -> None:
+    from hpc_exec.cli.run import container_command
+
+    raw = ["--init", "img", "--", "echo"]
+    assert container_command("img", ["--", "echo"], raw) == ["echo"]  # argparse kept it
+    assert container_command("img", ["echo"], raw) == ["echo"]  # argparse (3.11) dropped it
+    raw = ["img", "--", "--", "x"]
+    assert container_command("img", ["--", "x"], raw) == ["--", "x"]
+    assert container_command("img", ["--", "--", "x"], raw) == ["--", "x"]
 
 
 def test_relative_squashfs_is_written_absolute(tmp_path: Path,
@@ -93,7 +108,7 @@ _mount = st.builds(lambda s, d, ro, pr: engine.run_options(
 _device = st.builds(Device, _path, _path, st.sampled_from(("r", "rw", "rwm", "m")))
 _options = st.builds(
     engine.RunOptions,
-    command=st.lists(_word, max_size=4).map(tuple),
+    command=st.lists(st.sampled_from(("--", "-e", "x")) | _word, max_size=4).map(tuple),
     mounts=st.lists(_mount, max_size=3).map(tuple),
     devices=st.lists(_device, max_size=2).map(tuple),
     env=st.lists(st.tuples(_name, st.none() | _word), max_size=3).map(tuple),
@@ -115,7 +130,7 @@ def test_command_line_round_trip(options: engine.RunOptions, image: str,
     argv = engine.command_line(image, options, centralized=centralized)
     args = build_parser().parse_args(argv[1:])
     assert args.image == image and args.centralized_repository == centralized
-    assert options_from_args(args) == options
+    assert options_from_args(args, argv[1:]) == options
 
 
 # -- one rule for squashfs paths ---------------------------------------------------------------
