@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job of the README on a fresh machine: install, start the local testbed (munge,
 # slurmctld, three slurmd nodes, two registries, test images), then run the example job on
-# three nodes. Leaves the testbed up; stop it with 'hpc-exec testbed down'. Run as root.
+# three nodes and the example Snakemake workflow with 'snakemake --executor hpc-container'. Leaves the testbed up; stop it with 'hpc-exec testbed down'. Run as root.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,4 +11,6 @@ venv=${HPC_EXEC_VENV:-/opt/hpc-exec/venv}
 export PATH="$venv/bin:$PATH"
 hpc-exec testbed up
 eval "$(hpc-exec testbed env)"
-exec "$repo/workflows/hello-cluster.sh"
+"$repo/workflows/hello-cluster.sh"
+# the Snakemake example: three rules in two images and one native rule, each job a Slurm job
+"$repo/workflows/snakemake/run.sh"
