@@ -35,13 +35,14 @@ if TYPE_CHECKING:
         run,
         run_options,
         site_hooks,
+        write_env_file,
     )
     from hpc_exec.mountspec import Device, Mount
 
 _IMAGE_SIDE = ("ImageEntry", "images", "load", "lookup", "pull", "remove", "repository")
 _RUN_SIDE = ("Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
-             "inspect", "is_squashfs_path", "mpi_hook_types", "resolve", "run", "run_options",
-             "site_hooks")
+             "inspect", "is_squashfs_path", "mount_destination_allowed", "mpi_hook_types",
+             "resolve", "run", "run_options", "site_hooks", "write_env_file")
 _HOME = {**dict.fromkeys(_IMAGE_SIDE, "hpc_exec.engine.api"),
          **dict.fromkeys(_RUN_SIDE, "hpc_exec.engine.runtime.api"),
          "Credentials": "hpc_exec.engine.image.registry",  # registry login for pull()
@@ -49,8 +50,8 @@ _HOME = {**dict.fromkeys(_IMAGE_SIDE, "hpc_exec.engine.api"),
 
 __all__ = ["Credentials", "Device", "Image", "ImageConfig", "ImageEntry", "Mount", "RunOptions",
            "RunResult", "command_line", "execute", "images", "inspect", "is_squashfs_path",
-           "load", "lookup", "mpi_hook_types", "pull", "remove", "repository", "resolve",
-           "run", "run_options", "site_hooks"]
+           "load", "lookup", "mount_destination_allowed", "mpi_hook_types", "pull", "remove",
+           "repository", "resolve", "run", "run_options", "site_hooks", "write_env_file"]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,7 @@ __all__ = [
     "RepositoryError",
     "RuntimeFailure",
     "SecurityError",
+    "SlurmOutputError",
     "TestbedError",
 ]
 
@@ -134,6 +135,12 @@ class CommandTimeout(CommandFailed, TimeoutError):
         self.returncode = -9
         self.stderr_tail = stderr_tail
         self.timeout = timeout
+
+
+class SlurmOutputError(HpcExecError):
+    """A Slurm command printed something its parser cannot read (hpc_exec/slurm/parse.py)."""
+
+    exit_code = ExitCode.COMMAND_FAILED
 
 
 class MissingDependency(HpcExecError, FileNotFoundError):

@@ -37,8 +37,11 @@ from typing import IO, NamedTuple
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "Completed", "ProcStat", "Secret", "alive", "feed", "foreground",
-           "launch", "proc_stat", "require", "run", "session_members", "spawn", "terminate"]
+__all__ = ["DEBIAN_PACKAGES", "PIPE", "Completed", "ProcStat", "Secret", "alive", "feed",
+           "foreground", "launch", "proc_stat", "require", "run", "session_members", "spawn",
+           "terminate"]
+
+PIPE = subprocess.PIPE  # for launch(stdout=...): the caller reads the child's output
 
 log = logging.getLogger(__name__)
 
@@ -422,43 +425,52 @@ def foreground(
 ) -> Completed:
     """Run a program in the foreground of a Python caller (a container run) and wait for it.
 
-    It gets a process group of its own. Called from the main thread, the signals a job
-    receives (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) are forwarded to it while we
-    wait; called from another thread, nothing about signals changes (Python handles them only
-    in the main thread). If the wait is interrupted (KeyboardInterrupt, any exception) or
-    ``timeout`` expires, the program gets SIGTERM, then SIGKILL for its whole group 10 s
-    later; a timeout then raises CommandTimeout. The exit status is returned as is (a signal:
-    128 + its number); ``capture`` collects stdout and stderr, else they are ours.
+    Called from the main thread, the program gets a process group of its own and the signals
+    a job receives (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2) are forwarded to it
+    while we wait; the handlers are in place before it starts, so none is lost in between.
+    Called from another thread (Python handles signals only in the main thread), it stays in
+    our process group, so what is sent to the group (a terminal's Ctrl-C, ``kill -- -PGID``)
+    reaches it directly. If the wait is interrupted (KeyboardInterrupt, any exception) or
+    ``timeout`` expires, the program gets SIGTERM, then SIGKILL 10 s later; a timeout then
+    raises CommandTimeout. The exit status is returned as is (a signal: 128 + its number);
+    ``capture`` collects stdout and stderr, else they are ours.
     """
     import threading
 
     exe, plain, safe = _prepare(argv, "running", desc)
     pipe = subprocess.PIPE if capture else None
-    try:
-        proc = subprocess.Popen(
-            [exe, *plain[1:]], stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe,
-            env=dict(env) if env is not None else None, pass_fds=tuple(pass_fds),
-            process_group=0)
-    except OSError as exc:
-        raise CommandFailed(desc, safe, 127, str(exc)) from exc
-    previous: dict[signal.Signals, object] = {}
-    if threading.current_thread() is threading.main_thread():
-        def forward(signum: int, _frame: object) -> None:
-            try:
-                os.kill(proc.pid, signum)
-            except ProcessLookupError:
-                pass
+    main = threading.current_thread() is threading.main_thread()
+    started: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []  # signals that came before the program existed
 
-        for sig in _FORWARDED:
-            previous[sig] = signal.signal(sig, forward)
+    def forward(signum: int, _frame: object) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        started[0].send_signal(signum)  # checks that it was not reaped (no pid reuse)
+
+    previous: dict[signal.Signals, object] = {}
     try:
+        if main:
+            for sig in _FORWARDED:
+                previous[sig] = signal.signal(sig, forward)
+        try:
+            proc = subprocess.Popen(
+                [exe, *plain[1:]], stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe,
+                env=dict(env) if env is not None else None, pass_fds=tuple(pass_fds),
+                process_group=0 if main else None)
+        except OSError as exc:
+            raise CommandFailed(desc, safe, 127, str(exc)) from exc
+        started.append(proc)
+        for signum in pending:
+            proc.send_signal(signum)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:  # its text holds the unredacted argv: not chained
-            _stop(proc)
+            _stop(proc, group=main)
             raise CommandTimeout(desc, safe, float(timeout or 0)) from None
         except BaseException:
-            _stop(proc)
+            _stop(proc, group=main)
             raise
     finally:
         for signum, handler in previous.items():
@@ -469,11 +481,18 @@ def foreground(
                      err.decode(errors="replace") if err is not None else "")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM ``proc``, then SIGKILL its group if it is still there after 10 s."""
+def _stop(proc: subprocess.Popen[bytes], *, group: bool) -> None:
+    """SIGTERM ``proc``, then SIGKILL it (its group, if it leads one) 10 s later; reap it and
+    close its pipes."""
     try:
         proc.terminate()
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pass
-    _kill_group(proc)
+        if group:
+            _kill_group(proc)
+            return
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

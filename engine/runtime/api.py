@@ -55,8 +55,9 @@ from hpc_exec.mountspec import (
 )
 
 __all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
-           "inspect", "is_squashfs_path", "mpi_hook_types", "parse_annotation",
-           "parse_env_option", "resolve", "run", "run_options", "site_hooks"]
+           "inspect", "is_squashfs_path", "mount_destination_allowed", "mpi_hook_types",
+           "parse_annotation", "parse_env_option", "read_env_file", "resolve", "run",
+           "run_options", "site_hooks", "write_env_file"]
 
 Bind = str | tuple[str, str] | tuple[str, str, bool]
 
@@ -175,11 +176,13 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
 
 
 def command_line(image: str | os.PathLike[str], options: RunOptions, *,
-                 centralized: bool = False,
-                 program: Sequence[str] = ("hpc-exec",)) -> list[str]:
+                 centralized: bool = False, program: Sequence[str] = ("hpc-exec",),
+                 env_file: str | None = None) -> list[str]:
     """The ``hpc-exec run`` argv for ``image`` and ``options``; ``hpc-exec run`` parses it
     back to the same options. Values go in ``--option=value`` form, so none is read as an
-    option; a squashfs file is written as an absolute path."""
+    option; a squashfs file is written as an absolute path. With ``env_file`` (written by
+    :func:`write_env_file`), the environment entries are read from that file instead of
+    appearing on the command line, where every user of the node could read them."""
     text = os.fspath(image)
     if isinstance(image, os.PathLike) or is_squashfs_path(text):
         text = os.path.abspath(text)
@@ -187,6 +190,9 @@ def command_line(image: str | os.PathLike[str], options: RunOptions, *,
     if options.log_level == "debug":
         argv.append("--debug")
     argv.append("run")
+    if env_file is not None:
+        argv.append(f"{ENV_FILE_OPTION}={env_file}")
+        options = options._replace(env=())
     argv += [f"--mount={format_mount(m)}" for m in options.mounts]
     argv += [f"--device={format_device(d)}" for d in options.devices]
     argv += [f"--env={n}" if v is None else f"--env={n}={v}" for n, v in options.env]
@@ -221,18 +227,23 @@ def execute(image: Any, options: RunOptions, *, centralized: bool | None = None,
 # -- the child process of run() ----------------------------------------------------------------
 
 REPORT_FD_OPTION = "--report-fd"  # hidden global option of hpc-exec: where errors go as JSON
+ENV_FILE_OPTION = "--env-file"  # hidden option of hpc-exec run: -e entries as JSON, not argv
+_REPORT_FIELD_LIMIT = 16_000  # characters per text field: the whole report fits a pipe buffer
 
 
 def write_report(fd: int, exc: BaseException) -> None:
     """Write ``exc`` to the report pipe: its class and every field (``hpc-exec run``)."""
     if isinstance(exc, HpcExecError):
-        data = {"class": type(exc).__name__, "fields": vars(exc)}
+        fields = {k: (v[-_REPORT_FIELD_LIMIT:] if isinstance(v, str) else v)
+                  for k, v in vars(exc).items()}
+        data = {"class": type(exc).__name__, "fields": fields}
     else:
         data = {"class": "RuntimeFailure",
-                "fields": {"message": f"internal error: {type(exc).__name__}: {exc}",
+                "fields": {"message": f"internal error: {type(exc).__name__}: "
+                                      f"{str(exc)[:_REPORT_FIELD_LIMIT]}",
                            "hint": "rerun with --debug"}}
     try:
-        os.write(fd, json.dumps(data, default=str).encode())
+        os.write(fd, json.dumps(data, default=str)[:60_000].encode())
     except OSError:
         pass
 
@@ -240,15 +251,65 @@ def write_report(fd: int, exc: BaseException) -> None:
 def _rebuild(report: bytes) -> HpcExecError:
     from hpc_exec import errors
 
-    data = json.loads(report)
-    cls = getattr(errors, str(data.get("class")), None)
+    try:
+        data = json.loads(report)
+        fields = dict(data.get("fields") or {})
+        cls = getattr(errors, str(data.get("class")), None)
+    except (ValueError, TypeError, AttributeError):
+        return RuntimeFailure("hpc-exec run reported an error that cannot be read: "
+                              f"{report[:200]!r}")
     if not (isinstance(cls, type) and issubclass(cls, HpcExecError)):
         cls = RuntimeFailure
-    fields = dict(data.get("fields") or {})
     err = cls.__new__(cls)
     Exception.__init__(err, fields.get("message", ""))
     err.__dict__.update(fields)
     return err
+
+
+def read_env_file(path: str) -> tuple[tuple[str, str | None], ...]:
+    """The ``-e`` entries :func:`run` hands its child out of band (``--env-file``): values
+    never appear on a command line, where every user of the node could read them."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return tuple((check_env_name(str(n), "--env-file"), None if v is None else str(v))
+                     for n, v in data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"cannot read the environment file {path}: {exc}") from exc
+
+
+def _env_text(options: RunOptions) -> bytes:
+    return json.dumps([list(e) for e in options.env]).encode()
+
+
+def write_env_file(path: str | os.PathLike[str], options: RunOptions) -> None:
+    """Write the environment entries of ``options`` for ``command_line(env_file=path)``:
+    mode 0600, by temp file and rename, so only the owner ever reads them."""
+    from hpc_exec.files import replace_file
+
+    replace_file(Path(path), _env_text(options).decode(), mode=0o600)
+
+
+def _env_memfd(options: RunOptions) -> int:
+    fd = os.memfd_create("hpc-exec-env")
+    os.write(fd, _env_text(options))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def mount_destination_allowed(destination: str, settings: Settings | None = None) -> bool:
+    """Whether the site's ``userMounts`` let a user mount at ``destination``."""
+    from hpc_exec.config import load_settings
+    from hpc_exec.engine.runtime.mounts import check_user_destination
+    from hpc_exec.errors import SecurityError
+
+    rules = (settings or load_settings()).user_mounts
+    try:
+        check_user_destination(destination, rules.not_allowed_prefixes_of_path,
+                               rules.not_allowed_paths)
+    except SecurityError:
+        return False
+    return True
 
 
 def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None = None,
@@ -260,7 +321,8 @@ def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None =
     used only with the latter). ``timeout`` (s) stops the container (SIGTERM, then SIGKILL)
     and raises CommandTimeout; None waits as long as it runs. ``settings`` is for resolving
     the image here; the child reads the site config named by ``HPC_EXEC_CONFIG`` as any
-    ``hpc-exec`` does.
+    ``hpc-exec`` does; with ``settings``, the child reads the file they came from.
+    The ``env`` values reach the child through an in-memory file, never its command line.
     """
     from hpc_exec import process
 
@@ -268,16 +330,24 @@ def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None =
         options = run_options(command, **kwargs)
     elif kwargs or command:
         raise InvalidInput("give either options= or command and run_options() keywords")
+    child_env = None
+    if settings is not None:
+        if not settings.source.startswith("/"):
+            raise InvalidInput(f"engine.run needs settings loaded from a file (these come "
+                               f"from {settings.source}): the container is run by a child "
+                               "process, which reads the site config itself")
+        child_env = {**os.environ, "HPC_EXEC_CONFIG": settings.source}
     resolved = resolve(image, centralized=centralized, settings=settings)  # errors: here
     report_r, report_w = os.pipe()
+    env_fd = _env_memfd(options) if options.env else -1
     try:
-        argv = command_line(resolved.squashfs, options,
-                            program=(sys.executable, "-P", "-m", "hpc_exec",
-                                     f"{REPORT_FD_OPTION}={report_w}"))
+        program = [sys.executable, "-P", "-m", "hpc_exec", f"{REPORT_FD_OPTION}={report_w}"]
+        argv = command_line(resolved.squashfs, options, program=program,
+                            env_file=f"/dev/fd/{env_fd}" if env_fd >= 0 else None)
         try:
             done = process.foreground(argv, desc=f"running a container of {resolved.name}",
-                                      timeout=timeout, capture=capture,
-                                      pass_fds=(report_w,))
+                                      timeout=timeout, capture=capture, env=child_env,
+                                      pass_fds=(report_w, *([env_fd] if env_fd >= 0 else [])))
         finally:
             os.close(report_w)
             report_w = -1
@@ -285,7 +355,7 @@ def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None =
             report_r = -1
             report = f.read()
     finally:
-        for fd in (report_r, report_w):
+        for fd in (report_r, report_w, env_fd):
             if fd >= 0:
                 os.close(fd)
     if report:

@@ -610,21 +610,9 @@ def _resolve_image(image: str, cwd: str, say: Say) -> Any:
 
 def _site_forbids() -> Callable[[str], bool]:
     """``path -> bool``: whether the site's ``userMounts`` refuse ``path`` as a destination."""
-    from hpc_exec.config import load_settings
+    from hpc_exec import engine
 
-    rules = load_settings().user_mounts
-
-    def forbids(path: str) -> bool:
-        for bad in rules.not_allowed_paths:
-            if path == os.path.normpath(bad):
-                return True
-        for prefix in rules.not_allowed_prefixes_of_path:
-            prefix = os.path.normpath(prefix)
-            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
-                return True
-        return False
-
-    return forbids
+    return lambda path: not engine.mount_destination_allowed(path)
 
 
 def _ntasks(environ: Mapping[str, str]) -> int:
@@ -669,15 +657,25 @@ def _exec(request: ExecRequest, options: GlobalOptions, say: Say) -> int:
     if ntasks > 1:
         from hpc_exec import process
 
-        # Each task resolves the squashfs path (its run config lies beside it), not the
-        # reference: no index read per task, and every task runs the very same image.
-        argv = ["srun", f"--ntasks={ntasks}", "--kill-on-bad-exit=1",
-                *engine.command_line(image.squashfs, run_options,
-                                     program=(sys.executable, "-P", "-m", "hpc_exec"))]
-        # No timeout of our own: the job's time limit bounds the step, and the signals Slurm
-        # sends us reach srun through process.foreground.
-        return process.foreground(argv, desc=f"srun of {ntasks} containers",
-                                  timeout=None).returncode
+        import tempfile
+
+        # The environment's values go in a 0600 file on the shared working directory, not on
+        # srun's command line, which every user of the nodes can read.
+        fd, env_file = tempfile.mkstemp(prefix=".hpc-exec-env-", dir=cwd)
+        os.close(fd)
+        try:
+            engine.write_env_file(env_file, run_options)
+            # Each task resolves the squashfs path (its run config lies beside it), not the
+            # reference: no index read per task, and every task runs the very same image.
+            argv = ["srun", f"--ntasks={ntasks}", "--kill-on-bad-exit=1",
+                    *engine.command_line(image.squashfs, run_options, env_file=env_file,
+                                         program=(sys.executable, "-P", "-m", "hpc_exec"))]
+            # No timeout of our own: the job's time limit bounds the step, and the signals
+            # Slurm sends us reach srun through process.foreground.
+            return process.foreground(argv, desc=f"srun of {ntasks} containers",
+                                      timeout=None).returncode
+        finally:
+            os.unlink(env_file)
     return int(engine.execute(image, run_options))
 
 
@@ -721,7 +719,13 @@ def _pull(request: PullRequest, options: GlobalOptions, say: Say) -> int:
             pass
     if entry is None:
         entry = engine.pull(ref)
-    replace_file(target, descriptor_text(request.uri, entry))
+    try:
+        replace_file(target, descriptor_text(request.uri, entry))
+    except OSError as exc:
+        from hpc_exec.errors import RepositoryError
+
+        raise RepositoryError(f"cannot write the image descriptor {target}: "
+                              f"{exc.strerror or exc}") from exc
     say(f"{target.name}: {entry.key} ({entry.digest}) in the hpc-exec image cache")
     return 0
 

@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> None:
                    help="/dev/host[:/dev/container][:rwm]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set a variable (NAME alone copies the host's value)")
+    p.add_argument("--env-file", default=None, help=argparse.SUPPRESS)  # hpc_exec.engine.run's
     p.add_argument("--clean-env", action="store_true",
                    help="start from no host variables (only the image's, the site's and -e)")
     p.add_argument("-w", "--workdir", default=None, metavar="DIR",
@@ -78,14 +79,22 @@ def container_command(image: str, parsed: list[str], argv: list[str]) -> list[st
 def options_from_args(args: argparse.Namespace, argv: list[str]) -> Any:
     """The engine's RunOptions for ``hpc-exec run`` arguments parsed from ``argv`` (text is
     parsed here, at the edge, once)."""
-    from hpc_exec.engine.runtime.api import RunOptions, parse_annotation, parse_env_option
+    from hpc_exec.engine.runtime.api import (
+        RunOptions,
+        parse_annotation,
+        parse_env_option,
+        read_env_file,
+    )
     from hpc_exec.mountspec import parse_device, parse_mount
 
     command = container_command(args.image, list(args.command), argv)
+    env = tuple(parse_env_option(e) for e in args.env)
+    if args.env_file is not None:
+        env += read_env_file(args.env_file)
     return RunOptions(
         command=tuple(command), mounts=tuple(parse_mount(m) for m in args.mount),
         devices=tuple(parse_device(d) for d in args.device),
-        env=tuple(parse_env_option(e) for e in args.env), clean_env=args.clean_env,
+        env=env, clean_env=args.clean_env,
         workdir=args.workdir, entrypoint=args.entrypoint, init=args.init, pid=args.pid,
         mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc, ssh=args.ssh, sync=args.sync,
         annotations=tuple(parse_annotation(a) for a in args.annotation), tty=args.tty,

@@ -18,17 +18,11 @@ import enum
 import re
 from typing import NamedTuple
 
-from hpc_exec.errors import ExitCode, HpcExecError
+from hpc_exec.errors import SlurmOutputError
 
 __all__ = ["SQUEUE_FORMAT", "STATES", "JobInfo", "SlurmOutputError", "Status", "parse_duration",
            "parse_sbatch", "parse_scontrol_config", "parse_scontrol_jobs", "parse_squeue",
            "status_of"]
-
-
-class SlurmOutputError(HpcExecError):
-    """A Slurm command printed something we cannot parse."""
-
-    exit_code = ExitCode.COMMAND_FAILED
 
 
 class Status(enum.Enum):

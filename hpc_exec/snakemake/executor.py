@@ -71,8 +71,14 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
         self.workdir = Path.cwd()
         self.layout = jobmod.RunLayout(self.workdir / ".snakemake" / "hpc-container",
                                        self.run_id)
-        self.layout.create()
-        self.frontend = jobmod.install_frontend(self.layout.bin_dir)
+        try:
+            self.layout.create()
+            self.frontend = jobmod.install_frontend(self.layout.bin_dir)
+        except OSError as exc:
+            raise WorkflowError(f"cannot set up {self.layout.root}: {exc.strerror or exc}") \
+                from exc
+        except HpcExecError as exc:
+            raise WorkflowError(str(exc)) from exc
         self.client = SlurmClient(env=jobmod.submit_environment(os.environ))
         self.puller = ImagePuller(info=self.logger.info, debug=self.logger.debug)
         self.tracker = Tracker(min_job_age=self._read_min_job_age,
@@ -226,7 +232,9 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
         markers = read_markers(self.layout.status_dir)
         states: dict[str, JobInfo] = {}
         queried = True
-        if any(j.external_jobid not in markers for j in active_jobs):
+        # Slurm is asked unless every job left a 0 marker: a job without one is still running
+        # or was killed, and for a failed one Slurm's final state may say why (TIMEOUT, OOM).
+        if any(markers.get(j.external_jobid) != 0 for j in active_jobs):
             async with self.status_rate_limiter:
                 states, queried = self._query()
         ended = False

@@ -120,9 +120,14 @@ def install_frontend(bin_dir: Path, *, beside: Path | None = None) -> Path | Non
         return None
     link = bin_dir / "apptainer"
     tmp = bin_dir / f".apptainer.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        from hpc_exec.errors import RepositoryError
+
+        raise RepositoryError(f"cannot create {link}: {exc.strerror or exc}") from exc
     return Path(target)
 
 
@@ -175,8 +180,8 @@ def submission(job: Any, exec_job: str, *, layout: RunLayout, workdir: Path,
     inner = ["/bin/sh", "-c", exec_job]  # exec_job is shell text (precommand, quoting)
     if res.is_multi_task(resources):
         tasks = resources.get("tasks") or 0
-        if not tasks and resources.get("tasks_per_node") and resources.get("nodes"):
-            tasks = int(resources.get("tasks_per_node")) * int(resources.get("nodes"))
+        if not tasks and resources.get("tasks_per_node"):  # on the one default node, if unset
+            tasks = int(resources.get("tasks_per_node")) * int(resources.get("nodes") or 1)
         if tasks:
             env[NTASKS_VARIABLE] = str(tasks)
         command = inner

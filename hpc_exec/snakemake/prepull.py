@@ -20,19 +20,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ImagePuller", "Pull", "PullFailed", "pullable"]
+__all__ = ["ImagePuller", "Pull", "pullable"]
 
 Log = Callable[[str], None]
 
 
-class PullFailed(Exception):
-    """The pre-pull of an image failed; ``str()`` is the one-line reason."""
-
-
 def pullable(url: str) -> bool:
     """True for registry references (``docker://...`` or bare), False for local image files."""
-    if url.startswith(("/", "./", "../")) or url.endswith((".sqfs", ".squashfs", ".sif",
-                                                          ".simg")):
+    from hpc_exec import engine
+
+    if engine.is_squashfs_path(url) or url.endswith((".sif", ".simg")):
         return False
     return "://" not in url or url.startswith(("docker://", "oras://"))
 
@@ -53,11 +50,6 @@ class Pull:
     def wait(self, timeout: float) -> bool:
         """True once the pull has ended (either way) within ``timeout`` seconds."""
         return self._done.wait(timeout)
-
-    def result(self) -> None:
-        """Raise PullFailed if the pull failed (call after wait() returned True)."""
-        if self.error is not None:
-            raise PullFailed(self.error)
 
 
 class _Reporter:

@@ -61,6 +61,8 @@ MANAGED_OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("--gpus", "-G", "the GPUs (resources gpu, gpu_model)"),
     ("--wrap", None, "the batch script"),
     ("--array", "-a", "one Slurm job per Snakemake job"),
+    ("--wait", "-W", "sbatch must return at once (the executor follows the job itself)"),
+    ("--test-only", None, "sbatch must submit the job"),
 )
 
 _GRES = re.compile(r"^[a-zA-Z0-9_]+(:[a-zA-Z0-9_\.]+)?(:\d+[TGM]?)?$")
@@ -110,12 +112,17 @@ def validate_slurm_extra(extra: str, rule: str) -> list[str]:
     except ValueError as exc:
         raise InvalidInput(f"slurm_extra {extra!r} of {rule} cannot be split: {exc}") from exc
     for word in words:
+        name = word.split("=", 1)[0]
         for long, short, what in MANAGED_OPTIONS:
-            hit = word == long or word.startswith(long + "=") or \
+            # sbatch (getopt_long) takes any unambiguous abbreviation of a long option:
+            # --out=… is --output, --chd=… is --chdir
+            hit = (name.startswith("--") and len(name) > 3 and long.startswith(name)) or \
                 (short is not None and word.startswith(short) and not word.startswith("--"))
             if hit:
-                raise InvalidInput(f"slurm_extra of {rule} sets {word.split('=')[0]}, which "
-                                   f"the hpc-container executor manages ({what})")
+                label = name if not name.startswith("--") or name == long else \
+                    f"{name} ({long})"
+                raise InvalidInput(f"slurm_extra of {rule} sets {label}, which the "
+                                   f"hpc-container executor manages ({what})")
     return words
 
 

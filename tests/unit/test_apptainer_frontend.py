@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -485,16 +486,22 @@ def test_multi_task_runs_srun_with_the_barrier(fake_engine: dict[str, list[Any]]
     monkeypatch.setenv(ap.NTASKS_VARIABLE, "4")
     (tmp_path / "img.sqfs").write_bytes(b"hsqs" + bytes(100))
     seen: list[list[str]] = []
+    env_files: list[tuple[str, int, str]] = []
 
     def foreground(argv: list[str], **kw: Any) -> process.Completed:
         seen.append(list(argv))
         assert kw["timeout"] is None
+        (path,) = [a.partition("=")[2] for a in argv if a.startswith("--env-file=")]
+        env_files.append((path, os.stat(path).st_mode & 0o777, Path(path).read_text()))
         return process.Completed(argv, 3, "", "")
 
     monkeypatch.setattr(process, "foreground", foreground)
     assert ap.main(["exec", "--env", "A=1", "img.sqfs", "mpi-prog", "-n"]) == 3
     assert fake_engine["execute"] == []
     (argv,) = seen
+    (path, mode, text) = env_files[0]
+    assert mode == 0o600 and not Path(path).exists()  # private while srun ran, gone after
+    assert not any("A=1" in a for a in argv)  # values stay off the command line
     assert argv[:6] == ["srun", "--ntasks=4", "--kill-on-bad-exit=1", sys.executable, "-P",
                         "-m"]
     assert argv[6:8] == ["hpc_exec", "run"]
@@ -508,6 +515,7 @@ def test_multi_task_runs_srun_with_the_barrier(fake_engine: dict[str, list[Any]]
     expected = engine.run_options(
         ("mpi-prog", "-n"), mounts=[Mount(str(tmp_path), str(tmp_path))],
         env={"A": "1", "HOME": str(tmp_path)}, workdir=str(tmp_path), entrypoint="", sync=True)
+    Path(path).write_text(text)  # what each task read while srun ran
     assert run_cli.options_from_args(args, argv[7:]) == expected
 
     monkeypatch.setenv(ap.NTASKS_VARIABLE, "many")

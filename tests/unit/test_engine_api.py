@@ -212,3 +212,31 @@ def test_the_api_surface_is_complete() -> None:
     assert sorted(engine.__all__) == sorted(engine._HOME)
     for name in engine.__all__:
         assert getattr(engine, name) is not None
+
+
+def test_env_file_keeps_values_off_the_command_line(tmp_path: Path) -> None:
+    opts = engine.run_options(["true"], env={"TOKEN": "s3cret", "A": "x,y"},
+                              env_passthrough=["SLURM_JOB_ID"])
+    env_file = tmp_path / "env.json"
+    engine.write_env_file(env_file, opts)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    argv = engine.command_line("img", opts, env_file=str(env_file))
+    assert not any("s3cret" in a for a in argv)
+    assert _parse(argv) == ("img", opts)
+
+
+@pytest.mark.parametrize("report", [b"not json", b"[1, 2]", b'{"class": 3, "fields": 7}'])
+def test_unreadable_report_is_a_runtime_failure(report: bytes) -> None:
+    err = _rebuild(report)
+    assert isinstance(err, errors.RuntimeFailure) and "cannot be read" in str(err)
+
+
+def test_huge_error_fields_are_cut_to_fit_the_pipe() -> None:
+    exc = errors.CommandFailed("mounting", ["x"], 1, "e" * 200_000)
+    r, w = os.pipe()
+    write_report(w, exc)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        again = _rebuild(f.read())
+    assert isinstance(again, errors.CommandFailed) and again.returncode == 1
+    assert 0 < len(again.stderr_tail) <= 16_000

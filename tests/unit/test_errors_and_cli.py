@@ -29,7 +29,7 @@ CODES = {
     "HpcExecError": 1, "InvalidInput": 110, "ConfigError": 111, "ImageNotFound": 112,
     "AuthenticationFailed": 113, "RegistryError": 114, "ImageContentError": 115,
     "LockTimeout": 116, "RepositoryError": 117, "CommandFailed": 118, "CommandTimeout": 118,
-    "MissingDependency": 119, "TestbedError": 120, "RuntimeFailure": 121, "SecurityError": 122,
+    "MissingDependency": 119, "TestbedError": 120, "RuntimeFailure": 121, "SecurityError": 122, "SlurmOutputError": 118,
 }
 
 

@@ -106,14 +106,23 @@ def round_(ex: Executor, jobs: list[SubmittedJobInfo]) -> list[SubmittedJobInfo]
     return asyncio.run(collect())
 
 
-def test_markers_alone_need_no_squeue(tmp_path: Path) -> None:
+def test_success_markers_alone_need_no_squeue(tmp_path: Path) -> None:
     client = FakeClient({})
+    ex = make_executor(tmp_path, client)
+    ok = submitted(ex, "4", "good")
+    ex.layout.marker("4").write_text("0\n")
+    assert round_(ex, [ok]) == []
+    assert client.calls == [] and ex.finished == [ok.job]
+
+
+def test_a_failure_marker_asks_slurm_why(tmp_path: Path) -> None:
+    client = FakeClient({})  # squeue no longer lists the job: the marker's status is all
     ex = make_executor(tmp_path, client)
     ok, bad = submitted(ex, "5", "good"), submitted(ex, "6", "bad")
     ex.layout.marker("5").write_text("0\n")
     ex.layout.marker("6").write_text("2\n")
     assert round_(ex, [ok, bad]) == []
-    assert client.calls == []
+    assert client.calls == [("squeue", "run-1")]
     assert ex.finished == [ok.job] and ex.failed == [bad.job]
     assert not Path(ok.aux["log"]).exists()  # removed: keep_logs is off
     message, kwargs = bad.job.errors[0]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hpc_exec.errors import ImageNotFound
-from hpc_exec.snakemake.prepull import ImagePuller, PullFailed, pullable
+from hpc_exec.snakemake.prepull import ImagePuller, pullable
 
 
 class FakeEngine:
@@ -38,7 +38,7 @@ def test_each_url_is_pulled_once() -> None:
     assert not first[0].wait(0.01)  # still pulling
     engine.release.set()
     assert first[0].wait(30) and puller.request("docker://r/b:1").wait(30)
-    first[0].result()
+    assert first[0].error is None
     assert sorted(engine.calls) == ["docker://r/a:1", "docker://r/b:1"]
     assert first[0].image_id == "abc123"
     assert "pull docker://r/a:1: pulled" in lines
@@ -52,8 +52,6 @@ def test_a_failed_pull_stays_failed_with_the_message() -> None:
     pull = puller.request("docker://r/missing:1")
     assert pull.wait(30)
     assert pull.error == "manifest unknown: registry/missing:1 (check the name)"
-    with pytest.raises(PullFailed, match="manifest unknown"):
-        pull.result()
     assert puller.request("docker://r/missing:1") is pull
     assert engine.calls == ["docker://r/missing:1"]
 

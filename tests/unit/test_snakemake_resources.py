@@ -99,8 +99,12 @@ def test_bad_nodes_named(nodes: object) -> None:
                                                         "--cpus-per-task"),
     ("--wrap=ls", "--wrap"), ("--array=1-3", "--array"), ("-c4", "-c4"),
     ("--gpus=1", "--gpus"), ("--output=x.log", "--output"),
+    ("--out=x.log", "--out (--output)"), ("--chd=/x", "--chd (--chdir)"),
+    ("--job=y", "--job (--job-name)"), ("--wait", "--wait"), ("-W", "-W"),
+    ("--test-only", "--test-only"),
 ])
 def test_slurm_extra_may_not_set_managed_flags(extra: str, flag: str) -> None:
+    # sbatch takes unambiguous abbreviations of long options, so they are managed too
     with pytest.raises(InvalidInput) as err:
         validate_slurm_extra(extra, "rule r")
     message = str(err.value)

@@ -90,10 +90,45 @@ def test_missing_everywhere_longer_than_min_job_age_is_an_error(tracker: Tracker
     assert verdict == Verdict(Outcome.FAILURE,
                               "is lost: neither squeue nor scontrol listed it for more than "
                               "MinJobAge (300 s), and it wrote no exit marker")
+
+
+def test_rounds_without_an_answer_do_not_count(tracker: Tracker, clock: Clock) -> None:
+    # a controller restart: the job keeps running, and is not declared lost meanwhile
     tracker.submitted("2")
-    clock.now += 301
-    assert "neither squeue nor scontrol answered" in \
-        tracker.decide("2", {}, None, queried=False).message
+    for _ in range(20):
+        clock.now += 30
+        assert tracker.decide("2", {}, None, queried=False).outcome is Outcome.ACTIVE
+    clock.now += 30  # answered again: 30 s since it was last seen in an answered round
+    assert tracker.decide("2", {}, None).outcome is Outcome.ACTIVE
+    clock.now += 271
+    assert "is lost" in tracker.decide("2", {}, None).message
+
+
+def test_slurm_silent_for_too_long_fails(clock: Clock) -> None:
+    tracker = Tracker(min_job_age=lambda: 300.0, marker_grace=5.0, clock=clock,
+                      unreachable_limit=600.0)
+    tracker.submitted("3")
+    clock.now += 599
+    assert tracker.decide("3", {}, None, queried=False).outcome is Outcome.ACTIVE
+    clock.now += 2
+    assert tracker.decide("3", {}, None, queried=False).message == \
+        "is unknown: neither squeue nor scontrol answered for 601 s"
+
+
+def test_slurm_reason_beats_the_marker(tracker: Tracker, clock: Clock) -> None:
+    timeout = JobInfo("4", "TIMEOUT", "TimeLimit")
+    assert tracker.decide("4", {"4": 143}, timeout).message == \
+        "reached its time limit (Slurm state TIMEOUT, reason TimeLimit); the job script left " \
+        "status 143"
+    # Slurm still finishing the job: wait a little for its final state
+    running = JobInfo("5", "COMPLETING")
+    assert tracker.decide("5", {"5": 137}, running).outcome is Outcome.ACTIVE
+    oom = JobInfo("5", "OUT_OF_MEMORY", "OutOfMemory")
+    assert "OUT_OF_MEMORY" in tracker.decide("5", {"5": 137}, oom).message
+    assert tracker.decide("6", {"6": 2}, running).outcome is Outcome.ACTIVE
+    clock.now += 4
+    assert tracker.decide("6", {"6": 2}, running).message == "exited with status 2"
+    assert tracker.decide("7", {"7": 3}, None).message == "exited with status 3"
 
 
 def test_read_markers(tmp_path: Path) -> None:
