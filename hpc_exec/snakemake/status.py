@@ -127,11 +127,11 @@ class Tracker:
             marker = markers[job_id]
             if marker == 0:
                 return Verdict(Outcome.SUCCESS)
-            status = "an unreadable exit marker" if marker is None else f"status {marker}"
+            left = "an unreadable exit marker" if marker is None else f"status {marker}"
             if info is not None and info.status.terminal and \
                     info.state not in ("COMPLETED", "FAILED"):
                 return Verdict(Outcome.FAILURE, f"{_describe(info)}; the job script left "
-                                                f"{status}")
+                                                f"{left}")
             if info is not None and not info.status.terminal:
                 # the script is done, Slurm is finishing the job: its final state may say why
                 seen.ended = now if seen.ended is None else seen.ended
