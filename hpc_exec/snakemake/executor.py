@@ -58,6 +58,11 @@ _CLOSING = "closing"  # what _wait_for_images returns when the run is being canc
 
 
 class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
+    # RemoteExecutor.__init__ starts the status thread *before* it calls __post_init__, so the
+    # first check_active_jobs([]) may run before anything below is set: it must not need it.
+    _ready = False
+    _ended_in_round: list[str] = []  # job ids a status round has already reported ended
+
     def __post_init__(self) -> None:
         settings = self.workflow.executor_settings
         self.settings: ExecutorSettings = settings if isinstance(settings, ExecutorSettings) \
@@ -90,6 +95,7 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
         self._closing = False
         self._activity = True  # a job was submitted or ended since the last status round
         self.next_seconds_between_status_checks = self.settings.poll_interval
+        self._ready = True
         self.logger.info(f"hpc-container run id (Slurm job name): {self.run_id}")
         if self.frontend is None:
             self.logger.warning(f"{jobmod.FRONTEND} was found neither beside {sys.executable}"
@@ -226,9 +232,34 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
-        if not active_jobs:
-            self.next_seconds_between_status_checks = self.settings.poll_interval
+        """One status round. It never raises: an exception here would end Snakemake's status
+        thread, silently when the scheduler does not exist yet, and the run would wait forever
+        for jobs that are long done. A failed round is logged and the jobs stay active."""
+        if not active_jobs or not self._ready:
+            if self._ready:
+                self.next_seconds_between_status_checks = self.settings.poll_interval
+            for info in active_jobs:
+                yield info
             return
+        self._ended_in_round = []
+        try:
+            done: list[SubmittedJobInfo] = []
+            async for info in self._status_round(active_jobs):
+                done.append(info)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            self.logger.error(f"hpc-container: status round failed ({type(exc).__name__}: "
+                              f"{exc}); trying again")
+            ended = set(self._ended_in_round)
+            for info in active_jobs:
+                if str(info.external_jobid) not in ended:
+                    yield info
+            return
+        for info in done:
+            yield info
+
+    async def _status_round(
+        self, active_jobs: list[SubmittedJobInfo]
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
         markers = read_markers(self.layout.status_dir)
         states: dict[str, JobInfo] = {}
         queried = True
@@ -245,6 +276,7 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
                 yield info
                 continue
             ended = True
+            self._ended_in_round.append(job_id)
             self._forget(job_id)
             if verdict.outcome is Outcome.SUCCESS:
                 self._succeeded(info)

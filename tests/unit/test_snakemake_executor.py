@@ -87,6 +87,7 @@ def make_executor(tmp_path: Path, client: FakeClient, **settings: Any) -> Execut
         deployment_settings=SimpleNamespace(deployment_method={DeploymentMethod.CONDA}))
     ex._next_seconds_between_status_checks = 1.0
     ex._pool = SimpleNamespace(shutdown=lambda **kw: None)
+    ex._ready = True
     return ex
 
 
@@ -192,3 +193,26 @@ def test_a_submission_racing_ctrl_c_is_cancelled(tmp_path: Path,
     client.submit = submit  # type: ignore[method-assign]
     ex._submit(job)
     assert client.calls == [("scancel", ["99"])] and ex._live == {}
+
+
+def test_status_round_before_post_init_is_harmless() -> None:
+    # RemoteExecutor starts the status thread before __post_init__ has set anything
+    ex = Executor.__new__(Executor)
+    assert round_(ex, []) == []
+    early = SubmittedJobInfo(FakeJob("x"), external_jobid="9")
+    assert round_(ex, [early]) == [early]
+
+
+def test_a_failing_round_keeps_the_jobs_and_the_thread(tmp_path: Path) -> None:
+    client = FakeClient({})
+    ex = make_executor(tmp_path, client)
+    a, b = submitted(ex, "11", "a"), submitted(ex, "12", "b")
+    ex.layout.marker("11").write_text("0\n")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected")
+
+    ex.tracker.decide = boom  # type: ignore[method-assign]
+    assert round_(ex, [a, b]) == [a, b]  # no exception reaches Snakemake's status thread
+    assert any("status round failed (RuntimeError: unexpected)" in m
+               for m in ex.logger.lines)
