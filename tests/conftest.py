@@ -4,6 +4,9 @@
   :mod:`hpc_exec.process` (run, spawn, launch, feed, foreground) raise, so a unit test that
   would run a program fails.
 * ``tests/integration/`` runs real programs against the real testbed.
+* ``tests/faults/`` is the fault-injection suite (issue 12): integration-like (real programs, the
+  real testbed, the same ``requires`` markers), one test per reproduced defect and per fault
+  that already holds. CI runs it like the integration tier.
 * ``@pytest.mark.requires("root", "slurm", ...)`` names what a test needs. Outside CI a missing
   requirement skips the test with the reason; in CI (``CI`` set) it fails it, because CI has
   everything and must run every test. An unknown requirement is an error.
@@ -56,6 +59,14 @@ REQUIREMENTS: dict[str, Callable[[], bool]] = {
 TESTBED_NEEDS = ("root", "slurm", "registry")
 
 
+TIERS = ("unit", "integration", "faults")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml registers unit and integration; the faults tier is registered here
+    config.addinivalue_line("markers", "faults: fault-injection tests (set by directory)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
@@ -63,7 +74,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             tier = path.relative_to(ROOT / "tests").parts[0]
         except ValueError:
             tier = ""
-        if tier in ("unit", "integration"):
+        if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
         for mark in item.iter_markers("requires"):
             for what in mark.args:
@@ -149,6 +160,16 @@ class LiveTestbed:
     def image_mpich_incompatible(self) -> str:
         """MPICH image whose libmpich has another major version (13.0.0)."""
         return self.env["HPC_EXEC_TESTBED_IMAGE_MPICH_INCOMPATIBLE"]
+
+    @property
+    def image_parsl(self) -> str:
+        """Debian python3 with parsl at exactly this Python's parsl version."""
+        return self.env["HPC_EXEC_TESTBED_IMAGE_PARSL"]
+
+    @property
+    def image_parsl_other(self) -> str:
+        """Debian python3 with another parsl version (the version-mismatch test)."""
+        return self.env["HPC_EXEC_TESTBED_IMAGE_PARSL_OTHER"]
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SMALL_REPO, SMALL_TAG = "testbed/busybox", "latest"
 PYTHON_REPO, PYTHON_TAG = "testbed/debian-python", "bookworm"
 MPICH_REPO = "testbed/mpich"
+PARSL_REPO = "testbed/parsl"
 
 
 @contextmanager
@@ -131,6 +132,10 @@ def _push_images(state: TestbedState, layout: TestbedLayout,
     small = images.build_small(layout)
     python = images.build_python(layout)
     mpich = images.build_mpich(layout)
+    parsl_version = images.submit_parsl_version()
+    parsl_other = images.other_parsl_version(parsl_version)
+    parsl = images.build_parsl(layout, parsl_version)
+    parsl_old = images.build_parsl(layout, parsl_other, same_deps=False)
     user, password = registry.read_credentials(layout)
     clients = [
         RegistryClient(registry.registry_address(state, "plain"), insecure=True),
@@ -145,11 +150,15 @@ def _push_images(state: TestbedState, layout: TestbedLayout,
     with clients[0] as plain:
         for variant in images.MPICH_VARIANTS:
             images.push_image(mpich, plain, MPICH_REPO, variant, variant)
+        images.push_image(parsl, plain, PARSL_REPO, parsl_version)
+        images.push_image(parsl_old, plain, PARSL_REPO, parsl_other)
     state.images = {
         "small": f"{SMALL_REPO}:{SMALL_TAG}",
         "python": f"{PYTHON_REPO}:{PYTHON_TAG}",
         "mpich": f"{MPICH_REPO}:compatible",
         "mpich-incompatible": f"{MPICH_REPO}:incompatible",
+        "parsl": f"{PARSL_REPO}:{parsl_version}",
+        "parsl-other": f"{PARSL_REPO}:{parsl_other}",
     }
 
 

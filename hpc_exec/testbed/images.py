@@ -9,6 +9,9 @@
   (whiteouts, an opaque directory) and adds a hard link. It is pushed as a multi-platform
   index whose linux/amd64 entry is the real image; a linux/arm64 entry points at the small
   layer, so a client that picks the wrong platform is caught by tests.
+* ``parsl``: the ``python`` image's linux/amd64 layers plus one layer with parsl (and its
+  dependencies) installed from PyPI into ``/usr/local`` by this host's pip, at a given version:
+  the submit side's for the Parsl front end's tests, another one for its version-mismatch test.
 
 Builds are deterministic (fixed mtimes, sorted members, gzip mtime 0), so pushing again is a
 no-op, and are cached under the state dir (``image-cache/``) by an atomic directory rename.
@@ -25,6 +28,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
@@ -36,8 +40,9 @@ from hpc_exec import process
 from hpc_exec.errors import TestbedError
 from hpc_exec.testbed.state import TestbedLayout
 
-__all__ = ["BUILDER_VERSION", "MPICH_VARIANTS", "BuiltImage", "build_mpich", "build_python",
-           "build_small", "debian_mirror", "push_image"]
+__all__ = ["BUILDER_VERSION", "MPICH_VARIANTS", "BuiltImage", "build_mpich", "build_parsl",
+           "build_python", "build_small", "debian_mirror", "other_parsl_version", "push_image",
+           "submit_parsl_version"]
 
 log = logging.getLogger(__name__)
 
@@ -489,3 +494,129 @@ def build_mpich(layout: TestbedLayout) -> BuiltImage:
             variants[variant] = str(desc["digest"])
         w.finish(variants)
     return _cached(layout, "mpich", build)
+
+
+# -- parsl: the python image plus parsl from PyPI, for the Parsl front end -------------------
+
+PARSL_DEPS = ("dill", "filelock", "psutil", "pyzmq", "requests", "setproctitle",
+              "sortedcontainers", "tblib", "typeguard", "typing-extensions")
+PARSL_OTHER_VERSIONS = ("2026.10.19", "2026.10.12")  # known-good releases for the mismatch
+
+
+def submit_parsl_version() -> str:
+    """The parsl version of this Python (the submit side of the Parsl tests)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parsl")
+    except PackageNotFoundError as exc:
+        raise TestbedError("parsl is not installed in this Python; the parsl test images "
+                           "copy its version", hint="pip install parsl") from exc
+
+
+def other_parsl_version(submit: str) -> str:
+    """A released parsl version other than ``submit``, for the mismatch test."""
+    return next(v for v in PARSL_OTHER_VERSIONS if v != submit)
+
+
+def _pins(parsl_version: str, same_deps: bool) -> list[str]:
+    """``parsl==V`` plus, for the submit side's version, its dependencies at the versions
+    installed here (a worker then deserialises with the same dill, zmq, tblib)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = [f"parsl=={parsl_version}"]
+    for dep in PARSL_DEPS if same_deps else ():
+        try:
+            pins.append(f"{dep}=={version(dep)}")
+        except PackageNotFoundError:
+            pass
+    return pins
+
+
+def _pip_layer(stage: Path, layout: TestbedLayout, pins: list[str]) -> bytes:
+    """Install ``pins`` into ``stage/usr/local`` as Debian's python3 reads it, and tar it.
+
+    ``pip install --target`` with this host's pip (binary wheels only; the image's python3 is
+    this host's Debian python3, so cp3XX wheels fit); downloads are cached in the state dir.
+    Console scripts get ``#!/usr/bin/python3``; mtimes are fixed, then the .pyc files are
+    compiled against those mtimes, so they stay valid in the image.
+    """
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = stage / "usr/local/lib" / pyver / "dist-packages"
+    target = stage / "pip-target"
+    cache = layout.image_cache / "pip-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    log.warning("building a parsl test image (%s): pip install, once", " ".join(pins))
+    process.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+                 "--only-binary=:all:", "--no-warn-script-location", f"--cache-dir={cache}",
+                 f"--target={target}", *pins], timeout=900, desc="pip install parsl")
+    site.parent.mkdir(parents=True)
+    bin_dir = stage / "usr/local/bin"
+    bin_dir.mkdir(parents=True)
+    if (target / "bin").is_dir():
+        for script in sorted((target / "bin").iterdir()):
+            data = script.read_bytes()
+            if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+                data = b"#!/usr/bin/python3\n" + data.split(b"\n", 1)[1]
+            (bin_dir / script.name).write_bytes(data)
+            (bin_dir / script.name).chmod(0o755)
+        shutil.rmtree(target / "bin")
+    os.rename(target, site)
+    shutil.rmtree(stage / "usr/local/lib" / pyver / "dist-packages" / "__pycache__",
+                  ignore_errors=True)
+
+    def fix_mtimes() -> None:
+        for dirpath, dirnames, filenames in os.walk(stage):
+            for name in dirnames + filenames:
+                os.utime(Path(dirpath) / name, (EPOCH, EPOCH), follow_symlinks=False)
+        os.utime(stage, (EPOCH, EPOCH))
+
+    fix_mtimes()
+    process.run([sys.executable, "-m", "compileall", "-q", "-j0", str(site)], timeout=600,
+                desc="compiling the parsl image's modules", check=False)
+    fix_mtimes()
+    return _rootfs_tar(stage)
+
+
+def _base_amd64(base: BuiltImage) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(manifest, config) of ``base``'s linux/amd64 image."""
+    meta = base.meta
+    top = json.loads(base.blob(meta["manifest"]))
+    if "manifests" in top:
+        entry = next(m for m in top["manifests"]
+                     if m.get("platform", {}).get("architecture") == "amd64")
+        top = json.loads(base.blob(entry["digest"]))
+    return top, json.loads(base.blob(top["config"]["digest"]))
+
+
+def build_parsl(layout: TestbedLayout, parsl_version: str, *, same_deps: bool = True
+                ) -> BuiltImage:
+    """The ``python`` image plus one layer with parsl ``parsl_version`` (one manifest)."""
+    base = build_python(layout)
+
+    def build(dest: Path) -> None:
+        layer = _pip_layer(dest.parent / "stage", layout, _pins(parsl_version, same_deps))
+        manifest, config = _base_amd64(base)
+        w = _ImageWriter(dest)
+        descs, diff_ids = [], list(config["rootfs"]["diff_ids"])
+        for desc in manifest["layers"]:
+            src = base.root / "blobs" / desc["digest"].split(":", 1)[1]
+            os.link(src, dest / "blobs" / src.name)
+            descs.append(desc)
+        gz = gzip.compress(layer, compresslevel=6, mtime=0)
+        descs.append({"mediaType": OCI_LAYER_GZ, "digest": w.blob(gz), "size": len(gz)})
+        diff_ids.append(_sha(layer))
+        image_config = dict(config["config"])
+        image_config["Labels"] = {"org.opencontainers.image.title":
+                                  f"hpc-exec testbed debian-python parsl {parsl_version}"}
+        cfg = {**config, "config": image_config,
+               "rootfs": {"type": "layers", "diff_ids": diff_ids},
+               "history": [*config.get("history", []), {"created_by": "pip install parsl"}]}
+        cfg_bytes = json.dumps(cfg, sort_keys=True).encode()
+        data = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": OCI_CONFIG, "digest": w.blob(cfg_bytes),
+                                      "size": len(cfg_bytes)},
+                           "layers": descs}, sort_keys=True).encode()
+        w.manifests.append((w.blob(data), OCI_MANIFEST))
+        w.finish()
+    return _cached(layout, f"parsl-{parsl_version}", build)
