@@ -8,7 +8,9 @@ Contract:
   ``localRepositoryBaseDir/<user>/.hpc-exec``, else ``~/.hpc-exec``) or, with
   ``centralized=True``, the site's ``centralizedRepositoryDir``, which only its owners can write.
 * :func:`lookup` with ``centralized=None`` looks in the local repository, then the centralized
-  one; it raises :class:`~hpc_exec.errors.ImageNotFound` naming where it looked.
+  one; it raises :class:`~hpc_exec.errors.ImageNotFound` naming where it looked, and
+  :class:`~hpc_exec.errors.RepositoryError` for an image whose squashfs is damaged (its size
+  is not the one recorded at pull time); pulling it again repairs it.
 * They all return or list :class:`~hpc_exec.engine.store.index.ImageEntry` (``key``, ``digest``,
   ``image_id``, ``squashfs``, ``metadata``, ``created``, ``size``, ``server``, ``repository``,
   ``tag``). The run side mounts ``entry.squashfs`` and reads its config from
@@ -126,6 +128,11 @@ def lookup(ref: str, *, centralized: bool | None = None,
         layout.check_version()
         entry = _find(Index(layout, settings.repository_metadata_lock_timings), ref)
         if entry is not None:
+            damage = entry.damage()
+            if damage is not None:
+                raise RepositoryError(f"image {entry.key} in the {kind} repository is damaged: "
+                                      f"{damage}", hint=f"pull it again to repair it: "
+                                      f"hpc-exec pull {ref}")
             return entry
     raise ImageNotFound(f"image {key} is not in the {' or '.join(where)}",
                         hint=f"pull it first: hpc-exec pull {ref}")

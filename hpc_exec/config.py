@@ -82,6 +82,8 @@ class Settings:
     squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
     repository_metadata_lock_timings: LockTimings = field(default_factory=LockTimings)
     insecure_registries: tuple[str, ...] = ()
+    registry_timeout_ms: int = 60_000  # one registry request (connect, or a silent read)
+    registry_retries: int = 4  # attempts after the first, on resets, timeouts and 5xx
     # -- run side (engine/runtime; docs/configuration.md) --
     security_checks: bool = True
     bundle_dir: Path = Path("/var/lib/hpc-exec/bundle")
@@ -116,6 +118,9 @@ class Settings:
 
 
 COMPRESSIONS = ("zstd", "gzip", "xz", "lz4", "lzo", "lzma")
+# The levels tar2sqfs accepts (its '-X help'); lz4 has none. Checked when the config is read,
+# not after a whole download (issue 12, item 11).
+LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9), "lzma": (0, 9), "lzo": (1, 9)}
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], path: str) -> Any:
@@ -130,8 +135,9 @@ def _expect(value: Any, kind: type | tuple[type, ...], path: str) -> Any:
 def _keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in data:
         if key not in allowed:
+            name = key if isinstance(key, str) and key.isprintable() else repr(key)
             raise ConfigError(
-                f"config key {where}{key}: unknown key (known: {', '.join(sorted(allowed))})")
+                f"config key {where}{name}: unknown key (known: {', '.join(sorted(allowed))})")
 
 
 def _abspath(value: Any, path: str) -> Path:
@@ -146,7 +152,7 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
     data = dict(data or {})
     _expect(data, dict, "(top level)")
     _keys(data, {"localRepositoryBaseDir", "centralizedRepositoryDir", "sharedRepositoryDir",
-                 "tempDir", "squashfs",
+                 "tempDir", "squashfs", "registryTimeoutMs", "registryRetries",
                  "repositoryMetadataLockTimings", "insecureRegistries"} | RUNTIME_KEYS, "")
     kw: dict[str, Any] = {"source": source}
     if data.get("localRepositoryBaseDir") is not None:
@@ -168,6 +174,10 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
             raise ConfigError(f"config key squashfs.compression: unknown compressor {comp!r} "
                               f"(known: {', '.join(COMPRESSIONS)})")
         level = _expect(sq.get("level", 3), int, "squashfs.level")
+        if comp in LEVELS and not LEVELS[comp][0] <= level <= LEVELS[comp][1]:
+            low, high = LEVELS[comp]
+            raise ConfigError(f"config key squashfs.level: {level} is not a {comp} level "
+                              f"({low} to {high})")
         block = _expect(sq.get("blockSize", 1 << 20), int, "squashfs.blockSize")
         if block < 4096 or block > (1 << 20) or block & (block - 1):
             raise ConfigError(f"config key squashfs.blockSize: {block} is not a power of two "
@@ -186,6 +196,16 @@ def parse_settings(data: Mapping[str, Any] | None, source: str = "<dict>") -> Se
                                       f"must be positive, got {value}")
                 timings[attr] = value
         kw["repository_metadata_lock_timings"] = LockTimings(**timings)
+    if "registryTimeoutMs" in data:
+        value = _expect(data["registryTimeoutMs"], int, "registryTimeoutMs")
+        if not 0 < value <= 3_600_000:
+            raise ConfigError(f"config key registryTimeoutMs: expected 1 to 3600000, got {value}")
+        kw["registry_timeout_ms"] = value
+    if "registryRetries" in data:
+        value = _expect(data["registryRetries"], int, "registryRetries")
+        if not 0 <= value <= 20:
+            raise ConfigError(f"config key registryRetries: expected 0 to 20, got {value}")
+        kw["registry_retries"] = value
     if "insecureRegistries" in data:
         regs = _expect(data["insecureRegistries"], list, "insecureRegistries")
         kw["insecure_registries"] = tuple(
@@ -209,7 +229,8 @@ def _env_map(value: Any, path: str) -> tuple[tuple[str, str], ...]:
     out = []
     for name, val in items.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise ConfigError(f"config key {path}.{name}: not a valid variable name")
+            shown = name if isinstance(name, str) and name.isprintable() else repr(name)
+            raise ConfigError(f"config key {path}.{shown}: not a valid variable name")
         out.append((name, str(_expect(val, (str, int, float), f"{path}.{name}"))))
     return tuple(out)
 
@@ -310,25 +331,66 @@ def _parse_runtime(data: Mapping[str, Any], kw: dict[str, Any]) -> None:
         kw["user_mounts"] = UserMountRules(**rules)
 
 
-def _load_file(path: Path) -> Settings:
+MAX_CONFIG_BYTES = 1 << 20  # a site config is a few KiB; /dev/zero is not one
+
+
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """The text of a small regular file, or ConfigError: never blocks on a FIFO, never reads
+    a device or more than :data:`MAX_CONFIG_BYTES`, and names a file that is not UTF-8."""
+    import stat
+
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _yaml_error(path: Path, exc: Exception) -> ConfigError:
+    """One line for a YAML error: what and where (PyYAML's own text spans 4-8 lines)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or "syntax error"
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"config file {path} is not valid YAML: {problem}{where}")
+
+
+def _load_file(path: Path) -> Settings:
+    text = read_config_text(path)
     try:
         # JSON is YAML: a config written in JSON syntax skips importing the YAML parser, which
         # costs every 'hpc-exec run' (a per-task hot path) more than the rest of the config.
         data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     except ValueError:
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise _yaml_error(path, exc) from exc
+        except RecursionError:
+            raise ConfigError(f"config file {path} is nested too deeply") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return parse_settings(data, str(path))
+    try:
+        return parse_settings(data, str(path))
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
 
 
 @functools.cache

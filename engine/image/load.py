@@ -25,6 +25,7 @@ from hpc_exec.engine.image.pull import (
     Repository,
     convert_and_publish,
     entry_for,
+    remove_damaged,
 )
 from hpc_exec.engine.image.reference import load_reference
 from hpc_exec.engine.store.index import ImageEntry
@@ -127,6 +128,7 @@ def load(archive_path: Path, ref: str, repo: Repository,
                        ("image digest", image_id)])
         repo.layout.ensure()
         with PullLock(repo, image_id, reference, report, Path(repo.settings.temp_dir)):
+            remove_damaged(repo, image_id, report)
             if not (repo.layout.squashfs(image_id).exists()
                     and repo.layout.image_metadata(image_id).exists()):
                 convert_and_publish(sources, config, repo.layout, report, image_id,

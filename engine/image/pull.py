@@ -11,13 +11,17 @@ already exists, download the layers in parallel (verified while streaming) while
 top-down into tar2sqfs, then publish squashfs and metadata by atomic rename; 8. ``index.add``.
 
 Every blob download and conversion appends a line to the repository's ``pulls.log``. A killed
-puller leaves only ``tmp/<digest>.*`` and ``<temp dir>/hpc-exec-pull-<digest>.*``, which the
-next holder of the same pull lock deletes.
+puller leaves only ``tmp/<digest>.*`` (the next holder of the same pull lock deletes them) and
+``<temp dir>/hpc-exec-pull-<digest>.*``: the temp dir is shared by every repository and user,
+so a work dir is deleted only once the flock its puller held on it is free
+(:func:`remove_abandoned_work_dirs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ import random
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -37,7 +41,7 @@ from hpc_exec.engine.store.layout import Layout
 from hpc_exec.engine.store.lock import FileLock
 
 from hpc_exec.config import Settings, SquashfsOptions
-from hpc_exec.errors import RegistryError
+from hpc_exec.errors import RegistryError, RepositoryError
 
 if TYPE_CHECKING:  # the rest loads only when this process does the work (waiters stay light)
     import threading
@@ -47,7 +51,8 @@ if TYPE_CHECKING:  # the rest loads only when this process does the work (waiter
     from hpc_exec.engine.image.layers import LayerSource
 
 __all__ = ["PULL_LOCK_TIMEOUT", "PullLock", "Reporter", "Repository", "connect",
-           "convert_and_publish", "entry_for", "now", "pull"]
+           "convert_and_publish", "disk_errors", "entry_for", "now", "pull",
+           "remove_abandoned_work_dirs", "remove_damaged"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,9 @@ def connect(server: str, credentials: Credentials | None, settings: Settings) ->
     insecure = server in {r.lower() for r in settings.insecure_registries}
     creds = credentials if credentials is not None else auth.from_auth_files(server)
     return RegistryClient(api_host(server), credentials=creds, insecure=insecure,
-                          ca_files=[] if insecure else auth.ca_files(server))
+                          ca_files=[] if insecure else auth.ca_files(server),
+                          timeout=settings.registry_timeout_ms / 1000,
+                          retries=settings.registry_retries)
 
 
 def now() -> str:
@@ -125,16 +132,21 @@ def pull(
                        ("image digest", digest)])
         current = repo.index.get(reference.key)
         if current is not None and current.digest == digest:
-            report.say(f"image is up to date: {reference.key}")
-            return current
-        repo.layout.ensure()
+            damage = current.damage()
+            if damage is None:
+                report.say(f"image is up to date: {reference.key}")
+                return current
+            report.say(f"image {reference.key} is damaged ({damage}); pulling it again")
+        repo.layout.ensure()  # RepositoryError now if it cannot be written, before any work
 
         def pulled() -> ImageEntry | None:
-            return repo.index.find(lambda e: e.digest == digest)
+            return repo.index.find(lambda e: e.digest == digest and e.damage() is None)
 
         with PullLock(repo, digest, reference, report, temp_root, pulled) as done:
             if done is not None:
-                report.say(f"reusing {done.short_id}, pulled by another process")
+                report.say(f"reusing {done.short_id}, already pulled as {done.key}"
+                           if done.key != reference.key else
+                           f"reusing {done.short_id}, pulled by another process")
                 if done.key == reference.key:
                     return done
                 entry = replace(done, key=reference.key, server=reference.server,
@@ -143,13 +155,15 @@ def pull(
                 repo.index.add(entry)
                 return entry
             image = _resolve_platform(client, reference, body, ctype, digest, platform)
-            config = _fetch_config(client, reference, image, repo.layout, digest)
-            if not (repo.layout.squashfs(config.digest).exists()
-                    and repo.layout.image_metadata(config.digest).exists()):
-                _download_and_convert(client, reference, image, config, repo, temp_root,
-                                      report, digest)
-            else:
-                report.say(f"image {config.digest[:19]} is already in the cache")
+            with disk_errors(temp_root, repo.layout.tmp_dir):
+                config = _fetch_config(client, reference, image, repo.layout, digest)
+                remove_damaged(repo, config.digest, report)
+                if not (repo.layout.squashfs(config.digest).exists()
+                        and repo.layout.image_metadata(config.digest).exists()):
+                    _download_and_convert(client, reference, image, config, repo, temp_root,
+                                          report, digest)
+                else:
+                    report.say(f"image {config.digest[:19]} is already in the cache")
             entry = entry_for(reference, digest, config.digest, repo.layout)
             repo.index.add(entry)
             report.say(f"pulled {reference.key} ({entry.short_id})")
@@ -197,8 +211,8 @@ class PullLock:
         owner = _owner(self.digest)
         for path in self.repo.layout.remove_stale_temps(owner):
             log.info("removed %s left by an interrupted pull", path)
-        for path in self.temp_root.glob(f"hpc-exec-pull-{owner}.*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in remove_abandoned_work_dirs(self.temp_root, owner):
+            log.info("removed %s left by an interrupted pull", path)
         return self.done()
 
     def __exit__(self, *exc: object) -> None:
@@ -234,15 +248,119 @@ def _fetch_config(client: RegistryClient, reference: ImageReference, image: mf.M
         tmp.unlink(missing_ok=True)
 
 
+def remove_damaged(repo: Repository, image_id: str, report: Reporter) -> None:
+    """Delete the image files of ``image_id`` if an index entry finds them damaged, so that
+    they are made anew (a running container keeps its mounted inode)."""
+    damaged = repo.index.find(lambda e: e.image_id == image_id and e.damage() is not None)
+    if damaged is not None:
+        report.say(f"removing the damaged {repo.layout.relative(damaged.squashfs)}")
+        for path in (damaged.squashfs, damaged.metadata):
+            path.unlink(missing_ok=True)
+
+
 class _Aborted(Exception):
     pass
+
+
+# The work dirs of pulls live in the site's tempDir, which every repository and every user
+# share: the pull lock of one repository says nothing about another repository's pull of the
+# same digest (issue 12, item 1). So each work dir carries its own liveness proof: its puller
+# holds an exclusive flock on ``<work>/.owner`` for as long as it works (the kernel drops it
+# when the puller dies), and a cleaner deletes only a work dir whose lock it can take.
+WORK_OWNER_FILE = ".owner"
+WORK_DIR_GRACE = 600.0  # s: an 'hpc-exec-pulling-' dir younger than this may be being made
+
+
+def _make_work_dir(temp_root: Path, owner: str) -> tuple[Path, int]:
+    """A fresh ``<temp_root>/hpc-exec-pull-<owner>.<random>`` (mode 0700) and the descriptor
+    of its flocked owner file (give both to :func:`_remove_work_dir`). The dir is made under
+    another name and renamed once its owner file is locked, so a work dir without an owner
+    file is never a live one."""
+    import fcntl
+    import tempfile
+
+    making = Path(tempfile.mkdtemp(prefix=f"hpc-exec-pulling-{owner}.", dir=temp_root))
+    fd = os.open(making / WORK_OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        work = temp_root / making.name.replace("hpc-exec-pulling-", "hpc-exec-pull-", 1)
+        os.rename(making, work)
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(making, ignore_errors=True)
+        raise
+    return work, fd
+
+
+def _remove_work_dir(work: Path, owner_fd: int) -> None:
+    """Delete ``work``, its owner file last, so that a kill midway leaves a dir that is
+    either still marked as ours-and-dead (the flock is gone) or has nothing left to mark."""
+    try:
+        for entry in os.scandir(work):
+            if entry.name == WORK_OWNER_FILE:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+        (work / WORK_OWNER_FILE).unlink(missing_ok=True)
+        os.rmdir(work)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(owner_fd)
+
+
+def remove_abandoned_work_dirs(temp_root: Path, owner: str) -> list[Path]:
+    """Delete the ``hpc-exec-pull-<owner>.*`` work dirs whose puller is gone (their owner
+    file is not locked); leave live ones, whichever repository or user they belong to."""
+    import fcntl
+
+    removed: list[Path] = []
+    uid = os.getuid()
+    for path in temp_root.glob(f"hpc-exec-pulling-{owner}.*"):  # killed while being made
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if (st.st_uid == uid or uid == 0) and time.time() - st.st_mtime > WORK_DIR_GRACE:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for path in temp_root.glob(f"hpc-exec-pull-{owner}.*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if st.st_uid != uid and uid != 0:
+            continue  # another user's: not ours to judge
+        try:
+            fd = os.open(path / WORK_OWNER_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = -1  # a live work dir always has its owner file: this one was being removed
+        except OSError:
+            continue
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live pull (of any repository) works in it
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return removed
 
 
 def _download_and_convert(client: RegistryClient, reference: ImageReference,
                           image: mf.Manifest, config: mf.ImageConfig, repo: Repository,
                           temp_root: Path, report: Reporter, digest: str) -> None:
     """Download layers in parallel and flatten them top-down as each one completes."""
-    import tempfile
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -250,7 +368,7 @@ def _download_and_convert(client: RegistryClient, reference: ImageReference,
     from hpc_exec.engine.image.layers import LayerSource
 
     temp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"hpc-exec-pull-{_owner(digest)}.", dir=temp_root))
+    work, owner_fd = _make_work_dir(temp_root, _owner(digest))
     abort = threading.Event()
     pool = ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS, thread_name_prefix="hpc-pull")
     try:
@@ -274,7 +392,30 @@ def _download_and_convert(client: RegistryClient, reference: ImageReference,
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work, owner_fd)
+
+
+@contextlib.contextmanager
+def disk_errors(*dirs: Path) -> Iterator[None]:
+    """Turn a full filesystem (ENOSPC, EDQUOT) into RepositoryError naming it: the one of
+    ``dirs`` with the least space left when the error carries no file name (issue 12, item 10)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+
+        def free(d: Path) -> int:
+            try:
+                st = os.statvfs(d)
+            except OSError:
+                return 1 << 62
+            return st.f_bavail * st.f_frsize
+
+        where = exc.filename or min(dirs, key=free)
+        raise RepositoryError(f"no space left on the filesystem of {where}: {exc.strerror}",
+                              hint="free space there, or pull into another repository or "
+                              "with another tempDir (--temp-dir)") from exc
 
 
 def _download_layer(client: RegistryClient, reference: ImageReference, desc: mf.Descriptor,

@@ -34,9 +34,10 @@ _PREFIXES = ("docker://", "oras://")
 _FOREIGN = ("shub://", "library://", "oci-archive:", "docker-archive:", "http://", "https://")
 
 _HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST_RE = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+_HOST_RE = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::([0-9]+))?",
+                      re.ASCII)
 _COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # ASCII: 'lätest' is no tag
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_NAME = 255
@@ -122,8 +123,12 @@ def parse(text: str) -> ImageReference:
     server = DEFAULT_SERVER
     if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
         server = parts.pop(0)
-        if not _HOST_RE.fullmatch(server):
+        host = _HOST_RE.fullmatch(server)
+        if not host:
             raise _fail(original, f"bad registry server {server!r}")
+        port = host.group(1)
+        if port is not None and (len(port) > 5 or not 0 < int(port) < 65536):
+            raise _fail(original, f"bad port {port!r} in {server!r} (1 to 65535)")
         server = server.lower()  # host names are case-insensitive: one key per registry
         if server in _DOCKER_ALIASES:
             server = DEFAULT_SERVER

@@ -35,7 +35,7 @@ from typing import IO
 
 from hpc_exec.errors import AuthenticationFailed, ImageContentError, ImageNotFound, RegistryError
 
-__all__ = ["Credentials", "RegistryClient", "Response", "parse_challenge"]
+__all__ = ["Credentials", "RegistryClient", "Response", "parse_challenge", "split_host_port"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,15 @@ class Response:
     body: bytes
 
 
+def split_host_port(server: str) -> tuple[str, str]:
+    """``host[:port]`` or ``[v6 address][:port]`` -> (host without brackets, port or '')."""
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = server.partition(":")
+    return host, port
+
+
 class RegistryClient:
     """One registry (``host[:port]``), one connection at a time per client object.
 
@@ -117,7 +126,7 @@ class RegistryClient:
     # -- transport -----------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            host, _, port = self.server.partition(":")
+            host, port = split_host_port(self.server)
             if self.insecure:
                 self._conn = http.client.HTTPConnection(
                     host, int(port) if port else 80, timeout=self.timeout)
@@ -155,12 +164,24 @@ class RegistryClient:
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             scheme = "http" if self.insecure else "https"
-            cls = RegistryError if isinstance(exc, ssl.SSLCertVerificationError) else _Transient
-            raise cls(
-                f"cannot reach registry {scheme}://{self.server}: {exc}",
-                hint=None if self.insecure else
-                "if it serves plain http, list it under insecureRegistries in the site config",
-            ) from exc
+            cert = isinstance(exc, ssl.SSLCertVerificationError)
+            cls = RegistryError if cert else _Transient
+            if isinstance(exc, TimeoutError):
+                why = f"no answer within {self.timeout:g} s"
+                hint = "raise registryTimeoutMs in the site config if it is just slow"
+            elif cert:
+                why = str(exc)
+                hint = (f"put the registry's CA certificate in /etc/docker/certs.d/"
+                        f"{self.server}/ca.crt (or SSL_CERT_FILE)")
+            else:
+                why, hint = str(exc), None
+            # Only a TLS handshake answered in plain text suggests a plain-http registry.
+            if not self.insecure and not cert and isinstance(exc, ssl.SSLError):
+                hint = "if it serves plain http, list it under insecureRegistries in the " \
+                    "site config"
+            err = cls(f"cannot reach registry {scheme}://{self.server}: {why}", hint=hint)
+            err.timed_out = isinstance(exc, TimeoutError)  # type: ignore[attr-defined]
+            raise err from exc
 
     def request(
         self,
@@ -193,15 +214,19 @@ class RegistryClient:
                 if attempt >= self.retries:
                     raise RegistryError(exc.message, hint=exc.hint) from exc
                 delay = _backoff(attempt)
-                log.info("%s; retrying in %.1f s", exc.message, delay)
+                # a registry that never answers costs registryTimeoutMs per attempt: say so
+                level = logging.WARNING if getattr(exc, "timed_out", False) else logging.INFO
+                log.log(level, "%s; retry %d of %d in %.1f s", exc.message, attempt + 1,
+                        self.retries, delay)
                 attempt += 1
                 time.sleep(delay)
                 continue
             if resp.status in TRANSIENT_STATUS and attempt < self.retries:
                 delay = _backoff(attempt, resp.getheader("Retry-After"))
                 resp.read()
-                log.info("registry %s answered %d to %s %s; retrying in %.1f s", self.server,
-                         resp.status, method, target.split("?")[0], delay)
+                log.info("registry %s answered %d to %s %s; retry %d of %d in %.1f s",
+                         self.server, resp.status, method, target.split("?")[0],
+                         attempt + 1, self.retries, delay)
                 attempt += 1
                 time.sleep(delay)
                 continue

@@ -18,7 +18,8 @@ from hpc_exec.errors import RuntimeFailure
 
 __all__ = ["CLONE_NEWNS", "CLONE_NEWUSER", "MNT_DETACH", "MS_BIND", "MS_NODEV", "MS_NOSUID",
            "MS_PRIVATE", "MS_RDONLY", "MS_REC", "MS_REMOUNT", "mount", "mount_loop",
-           "set_parent_death_signal", "umount", "unshare", "write_id_maps"]
+           "set_parent_death_signal", "umount", "unshare", "user_namespace_members",
+           "write_id_maps"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -119,3 +120,39 @@ def mount_loop(image: str, target: str, fstype: str, flags: int,
             os.close(ctl)
     finally:
         os.close(backing)
+
+
+_NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2), linux/nsfs.h
+
+
+def _in_user_namespace(pid: int, ns: tuple[int, int]) -> bool:
+    """Whether ``pid`` lives in user namespace ``ns`` ((st_dev, st_ino)) or one nested in it."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        for _ in range(33):  # the kernel nests user namespaces at most 32 deep
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == ns:
+                return True
+            try:
+                parent = fcntl.ioctl(fd, _NS_GET_PARENT)
+            except OSError:  # the initial namespace, or one above ours: not ours
+                return False
+            os.close(fd)
+            fd = parent
+        return False
+    finally:
+        os.close(fd)
+
+
+def user_namespace_members(exclude: int = 0) -> list[int]:
+    """Every process (but ``exclude``) of this process's user namespace or of one nested in
+    it. A rootless run makes that namespace first, so this is everything it started -- runc,
+    squashfuse_ll, every container process, whatever session or parent it moved to; no
+    process can leave a user namespace."""
+    st = os.stat("/proc/self/ns/user")
+    ns = (st.st_dev, st.st_ino)
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and int(e) != exclude and _in_user_namespace(int(e), ns)]

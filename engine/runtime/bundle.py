@@ -56,12 +56,20 @@ def bundle_dir(settings: Settings, rootless: bool) -> Path:
     path = settings.bundle_dir
     if path.is_dir():
         return path
-    if not rootless:
-        path.mkdir(parents=True, exist_ok=True, mode=0o755)
-        return path
-    fallback = settings.temp_dir / f"hpc-exec-bundle-{os.getuid()}"
-    fallback.mkdir(mode=0o700, exist_ok=True)
-    return fallback
+    where = "bundleDir"
+    try:
+        if not rootless:
+            path.mkdir(parents=True, exist_ok=True, mode=0o755)
+            return path
+        where = "tempDir"
+        fallback = settings.temp_dir / f"hpc-exec-bundle-{os.getuid()}"
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        return fallback
+    except OSError as exc:  # e.g. bundleDir: /proc/bundle, or a read-only tempDir
+        failed = path if where == "bundleDir" else settings.temp_dir
+        raise RuntimeFailure(f"cannot create the bundle directory under {where} {failed}: "
+                             f"{exc.strerror}", hint=f"set {where} in the site config to a "
+                             "writable local directory") from exc
 
 
 class Bundle:

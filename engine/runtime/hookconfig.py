@@ -37,6 +37,11 @@ STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "pos
           "poststop")
 
 
+# Seconds. runc turns the timeout into a Go time.Duration (int64 nanoseconds): anything near
+# 9.2e9 s overflows inside runc (issue 12, item 11). A year is far beyond any real hook.
+MAX_TIMEOUT = 365 * 86400
+
+
 class Hook(NamedTuple):
     name: str  # file name without .json
     file: Path
@@ -63,7 +68,13 @@ class Hook(NamedTuple):
 
 
 def _bad(file: Path, what: str) -> ConfigError:
-    return ConfigError(f"hook file {file}: {what}")
+    # one line whatever the file holds (a key may contain a newline)
+    return ConfigError(f"hook file {file}: {what}".replace("\n", "\\n").replace("\r", "\\r"))
+
+
+def _names(keys: set[Any]) -> str:
+    return ", ".join(sorted(k if isinstance(k, str) and k.isprintable() else repr(k)
+                            for k in keys))
 
 
 def _regex(file: Path, text: Any, where: str) -> str:
@@ -71,8 +82,8 @@ def _regex(file: Path, text: Any, where: str) -> str:
         raise _bad(file, f"{where}: expected a regular expression string, got {text!r}")
     try:
         re.compile(text)
-    except re.error as exc:
-        raise _bad(file, f"{where}: invalid regular expression {text!r}: {exc}") from exc
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise _bad(file, f"{where}: invalid regular expression {text!r}: {exc}") from None
     return text
 
 
@@ -88,7 +99,7 @@ def parse_hook(file: Path, data: Any) -> Hook:
         raise _bad(file, "expected a JSON object")
     unknown = set(data) - {"version", "hook", "when", "stages"}
     if unknown:
-        raise _bad(file, f"unknown key(s) {', '.join(sorted(unknown))}")
+        raise _bad(file, f"unknown key(s) {_names(unknown)}")
     if data.get("version") != "1.0.0":
         raise _bad(file, f"unsupported version {data.get('version')!r} (expected '1.0.0')")
     hook = data.get("hook")
@@ -96,7 +107,7 @@ def parse_hook(file: Path, data: Any) -> Hook:
         raise _bad(file, "missing 'hook' object")
     unknown = set(hook) - {"path", "args", "env", "timeout"}
     if unknown:
-        raise _bad(file, f"hook: unknown key(s) {', '.join(sorted(unknown))}")
+        raise _bad(file, f"hook: unknown key(s) {_names(unknown)}")
     path = hook.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
         raise _bad(file, f"hook.path: expected an absolute path, got {path!r}")
@@ -104,12 +115,15 @@ def parse_hook(file: Path, data: Any) -> Hook:
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
                                 or timeout <= 0):
         raise _bad(file, f"hook.timeout: expected a positive integer, got {timeout!r}")
+    if timeout is not None and timeout > MAX_TIMEOUT:
+        raise _bad(file, f"hook.timeout: {timeout} s is more than the {MAX_TIMEOUT} s (a year) "
+                   "runc can take")
     when = data.get("when")
     if not isinstance(when, dict) or not when:
         raise _bad(file, "missing 'when' object (at least one condition)")
     unknown = set(when) - {"always", "annotations", "commands", "hasBindMounts"}
     if unknown:
-        raise _bad(file, f"when: unknown key(s) {', '.join(sorted(unknown))}")
+        raise _bad(file, f"when: unknown key(s) {_names(unknown)}")
     for key in ("always", "hasBindMounts"):
         if key in when and not isinstance(when[key], bool):
             raise _bad(file, f"when.{key}: expected true or false, got {when[key]!r}")
@@ -154,14 +168,19 @@ def hook_files(directory: Path) -> list[Path]:
 def load_hooks(directory: Path) -> list[Hook]:
     """Read and validate every hook file of ``directory`` (see the module docstring)."""
     hooks = []
+    from hpc_exec.config import read_config_text
+
     for file in hook_files(directory):
+        text = read_config_text(file, "hook file")  # a FIFO, a device or binary: ConfigError
         try:
-            data = json.loads(file.read_text())
-        except OSError as exc:
-            raise _bad(file, f"cannot read: {exc.strerror}") from exc
+            data = json.loads(text)
+            hooks.append(parse_hook(file, data))
         except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
             raise _bad(file, f"not valid JSON: {exc}") from exc
-        hooks.append(parse_hook(file, data))
+        except RecursionError:
+            raise _bad(file, "nested too deeply") from None
     return hooks
 
 

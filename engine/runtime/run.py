@@ -3,14 +3,16 @@
 :func:`run` takes an explicit :class:`Image` (a squashfs file plus its config), so it does not
 care where the image came from. The cycle:
 
-1. security checks on the files root trusts (``securityChecks``);
+1. security checks on the files root trusts (``securityChecks``; the site config file itself
+   is always checked, :func:`~hpc_exec.engine.runtime.security.check_site_config`);
 2. the pure parts: mounts and devices (site, then user, checked against ``userMounts``),
    process args, environment, annotations, hook selection;
 3. enter a private mount namespace (rootless: user + mount namespace) and build the bundle
    (:mod:`bundle`);
 4. fork the *watchdog*: it sits in its own process group and, if the engine dies without
    saying "done" (SIGKILL), kills the container's session, which runc's ``setsid`` put out of
-   reach of a process-group kill;
+   reach of a process-group kill, and, rootless (no cgroup), every process of the run's user
+   namespace, wherever it moved;
 5. write config.json and ``runc run`` it in our process group, forwarding SIGTERM, SIGINT,
    SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2;
 6. tear down and return the container's exit status unchanged; a runc failure (an error in its
@@ -127,6 +129,33 @@ def _device_node(spec: Device) -> Any:
                       stat.S_IMODE(st.st_mode), spec.access)
 
 
+# The engine's flags and the annotations a hook must select on to answer them (issue 12,
+# item 14): a flag that sets an annotation no hook reads would silently do nothing.
+FLAG_ANNOTATIONS = (
+    ("--mpi", "mpi", ("com.hooks.mpi.enabled", "com.hooks.mpi.type")),
+    ("--glibc", "glibc", ("com.hooks.glibc.enabled",)),
+    ("--ssh", "ssh", ("com.hooks.ssh.enabled",)),
+    ("--sync", "sync", ("com.hooks.slurm-global-sync.enabled",)),
+)
+
+
+def _check_flags_answered(options: RunOptions, selected: list[Any], hooks_dir: Path) -> None:
+    """ConfigError naming the hooks dir for a flag that no selected hook answers."""
+    import re
+
+    from hpc_exec.errors import ConfigError
+
+    for flag, attr, keys in FLAG_ANNOTATIONS:
+        wanted = getattr(options, attr) or (attr == "mpi" and bool(options.mpi_type))
+        if not wanted:
+            continue
+        if not any(re.search(key_re, key) for hook in selected
+                   for key_re, _ in hook.annotations for key in keys):
+            raise ConfigError(f"{flag}: no hook in {hooks_dir} answers it ({keys[0]})",
+                              hint="the site's hooksDir lacks that hook: 'hpc-exec config init' "
+                              "writes the standard ones; or run without " + flag)
+
+
 def plan(options: RunOptions, image: Image, settings: Settings,
          host_env: Mapping[str, str] | None = None) -> _Plan:
     """Everything that needs no namespace: pure rules plus a few stats (step 2).
@@ -140,7 +169,13 @@ def plan(options: RunOptions, image: Image, settings: Settings,
         mounts.check_user_destination(spec.destination, rules.not_allowed_prefixes_of_path,
                                       rules.not_allowed_paths)
     all_mounts = [*settings.site_mounts, *options.mounts]
-    for spec in all_mounts:
+    for i, spec in enumerate(settings.site_mounts):
+        if not os.path.exists(spec.source):
+            from hpc_exec.errors import ConfigError
+
+            raise ConfigError(f"config key siteMounts[{i}] ({settings.source}): mount source "
+                              f"{spec.source} does not exist")
+    for spec in options.mounts:
         if not os.path.exists(spec.source):
             raise InvalidInput(f"mount source {spec.source} does not exist")
     devices = [_device_node(d) for d in (*settings.site_devices, *options.devices)]
@@ -164,6 +199,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
     hooks = hookconfig.load_hooks(settings.hooks_dir)
     selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
                                        has_bind_mounts=bool(all_mounts))
+    _check_flags_answered(options, selected, settings.hooks_dir)
     cwd = options.workdir or image.config.workdir or "/"
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
@@ -181,6 +217,10 @@ def plan(options: RunOptions, image: Image, settings: Settings,
             raise RuntimeFailure(f"cannot read seccompProfile {settings.seccomp_profile}: "
                                  f"{exc}") from exc
     runc_path = runc.find_runc(settings.runc_path)
+    if settings.source.startswith("/") and not settings.security_checks:
+        from hpc_exec.engine.runtime.security import check_site_config
+
+        check_site_config(Path(settings.source))  # the file that turned the checks off
     if settings.security_checks:
         from hpc_exec.engine.runtime.security import check_all
 
@@ -209,7 +249,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
 
 # -- the watchdog ----------------------------------------------------------------------------
 
-def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
+def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
     try:
@@ -221,6 +261,11 @@ def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        # Hold nothing of the engine's but the control pipe: an inherited write end (the error
+        # report pipe of hpc_exec.engine.run, a caller's pipes) would keep its reader waiting
+        # for as long as the watchdog lives.
+        os.closerange(3, ctl)
+        os.closerange(ctl + 1, 65536)
         data = b""
         while True:
             chunk = os.read(ctl, 64)
@@ -240,20 +285,47 @@ def _watchdog(ctl: int, ready: int, pid_file: Path) -> None:
                         os.kill(pid, signal.SIGKILL)
                     except OSError:
                         pass
+            if sweep_user_namespace:
+                _sweep_user_namespace()
     except BaseException:
         code = 1
     os._exit(code)
 
 
-def _start_watchdog(pid_file: Path) -> int:
-    """Fork the watchdog; return the write end of its control pipe."""
+def _sweep_user_namespace() -> None:
+    """Rootless, the engine dead: SIGKILL every process of the run's user namespace, until
+    none is left (issue 12, item 8). Without a cgroup this is what finds a container process
+    that left the container's session (``setsid``) and was reparented to PID 1."""
+    import time
+
+    from hpc_exec.engine.runtime._linux import user_namespace_members
+
+    from hpc_exec.process import alive
+
+    deadline = time.monotonic() + 10  # a fork bomb cannot keep the watchdog forever
+    while time.monotonic() < deadline:
+        # zombies keep their user namespace until reaped, and a kill cannot end them
+        members = [p for p in user_namespace_members(exclude=os.getpid()) if alive(p)]
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def _start_watchdog(pid_file: Path, rootless: bool = False) -> int:
+    """Fork the watchdog; return the write end of its control pipe. ``rootless``: it also
+    sweeps the run's user namespace when the engine dies."""
     ctl_r, ctl_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ctl_w)
         os.close(ready_r)
-        _watchdog(ctl_r, ready_w, pid_file)
+        _watchdog(ctl_r, ready_w, pid_file, rootless)
     os.close(ctl_r)
     os.close(ready_w)
     ok = os.read(ready_r, 1)
@@ -283,12 +355,13 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     b = _bundle.prepare(settings, image.squashfs, root, rootless)
     ctl = -1
     try:
-        ctl = _start_watchdog(b.pid_file)
+        mounts = _contained_mounts(p.mounts, len(settings.site_mounts), b.rootfs, settings)
+        ctl = _start_watchdog(b.pid_file, rootless)
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
             pid_private=options.pid == "private", annotations=p.annotations, hooks=p.hooks,
-            mounts=[*p.mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
+            mounts=[*mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
             seccomp=p.seccomp, apparmor_profile=settings.apparmor_profile,
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
@@ -306,7 +379,11 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             except OSError:
                 errors = []
             if errors:
-                raise RuntimeFailure(f"runc failed: {errors[-1]}")
+                # runc has printed the same text on our stderr already (its fatal() does):
+                # say it once (issue 12, item 13); the text stays in the error's runc_error
+                err = RuntimeFailure("runc failed (its error is the line above)")
+                err.runc_error = errors[-1]  # type: ignore[attr-defined]
+                raise err
         return status
     finally:
         if ctl >= 0:
@@ -316,6 +393,34 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
                 pass
             os.close(ctl)
         b.close()
+
+
+def _contained_mounts(mounts: list[Mount], n_site: int, rootfs: Path,
+                      settings: Settings) -> list[Mount]:
+    """``mounts`` (site mounts first) with each destination resolved inside the container as
+    runc would resolve it (the image, then the mounts before it), the user ones checked again
+    on that path: a symlink in the image or in a mounted source cannot carry a mount to a
+    forbidden place (issue 12, item 6). runc gets paths with no symlink left to follow."""
+    from hpc_exec.engine.runtime.mounts import check_user_destination, resolve_destination
+
+    from hpc_exec.errors import SecurityError
+
+    rules = settings.user_mounts
+    out: list[Mount] = []
+    earlier: list[tuple[str, str]] = []
+    for i, spec in enumerate(mounts):
+        dest = resolve_destination(rootfs, spec.destination, earlier)
+        if i >= n_site:
+            try:
+                check_user_destination(dest, rules.not_allowed_prefixes_of_path,
+                                       rules.not_allowed_paths)
+            except SecurityError as exc:
+                raise SecurityError(f"mount destination {spec.destination!r} is not allowed: "
+                                    f"it resolves to {dest!r} in the container "
+                                    f"({exc.message.rpartition(': ')[2]})") from None
+        earlier.append((dest, spec.source))
+        out.append(spec if dest == spec.destination else spec._replace(destination=dest))
+    return out
 
 
 def _reap_leftovers(pid_file: Path, stop: Any) -> None:
@@ -349,25 +454,33 @@ def _run_runc(argv: list[str], process: Any, reap: Path | None = None,
     a terminal's Ctrl-C both from the terminal and from us, and pass it on twice; so it gets a
     group of its own, except with ``-t``: then it proxies the terminal and must stay in the
     foreground group, and the terminal's Ctrl-C travels through the container's own pty."""
-    child = process.launch(argv, desc="running the container (runc run)", fd_map=fd_map or {},
-                           own_process_group=own_process_group)
-    stop = None
-    if reap is not None:
-        import threading
-
-        stop = threading.Event()
-        threading.Thread(target=_reap_leftovers, args=(reap, stop), daemon=True).start()
-    previous = {}
+    # The handlers are in place before runc starts: a SIGTERM in between would otherwise end
+    # this process by default and leave runc, in a group of its own, to start the container.
+    started: list[Any] = []
+    pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if not started:
+            pending.append(signum)
+            return
         try:
-            os.kill(child.pid, signum)
+            os.kill(started[0].pid, signum)
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
-        previous[sig] = signal.signal(sig, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    stop = None
     try:
+        child = process.launch(argv, desc="running the container (runc run)",
+                               fd_map=fd_map or {}, own_process_group=own_process_group)
+        started.append(child)
+        for signum in pending:
+            os.kill(child.pid, signum)
+        if reap is not None:
+            import threading
+
+            stop = threading.Event()
+            threading.Thread(target=_reap_leftovers, args=(reap, stop), daemon=True).start()
         rc = int(child.wait())
     finally:
         for sig, handler in previous.items():

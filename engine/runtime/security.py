@@ -5,6 +5,11 @@ owned by root and not writable by group or others, and so must every directory u
 otherwise another user could swap what root runs. A root-owned sticky directory (``/tmp``) is
 accepted: its sticky bit already stops others from replacing root's entries. A violation is
 a :class:`~hpc_exec.errors.SecurityError` naming the offending file or directory.
+
+:func:`check_site_config` runs whatever ``securityChecks`` says, since that file is what turns
+the checks off (issue 12, item 9): for root, the site config and its directories must pass the
+same check; for another user, the file must be their own or root's and not writable by group or
+others (another user's file could add hooks or mounts to their containers).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from hpc_exec.errors import SecurityError
 
-__all__ = ["check_all", "check_trusted"]
+__all__ = ["check_all", "check_site_config", "check_trusted"]
 
 
 def _check_one(path: Path, what: str, original: Path) -> None:
@@ -51,3 +56,25 @@ def check_all(items: Iterable[tuple[Path, str]]) -> None:
         if path not in seen:
             seen.add(path)
             check_trusted(path, what)
+
+
+def check_site_config(path: Path) -> None:
+    """The check of the site config file that ``securityChecks: false`` cannot turn off."""
+    uid = os.geteuid()
+    if uid == 0:
+        check_trusted(path, "the site config")
+        return
+    real = Path(os.path.realpath(path))
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise SecurityError(f"security check on the site config {path}: cannot stat it: "
+                            f"{exc.strerror}") from exc
+    if st.st_uid not in (0, uid):
+        raise SecurityError(f"security check on the site config: {real} is owned by uid "
+                            f"{st.st_uid}, neither root nor you",
+                            hint="use a site config owned by root or by yourself")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SecurityError(f"security check on the site config: {real} is writable by group "
+                            f"or others (mode {stat.S_IMODE(st.st_mode):o})",
+                            hint="chmod go-w it")

@@ -8,9 +8,11 @@ Contract:
   reader sees the old or the new index, never a torn one, and a killed writer leaves only a temp
   file (removed by the next writer).
 * Entries whose squashfs or metadata file vanished are dropped on read (and for good on the next
-  write).
+  write). An entry whose squashfs no longer has its recorded size is kept but reported by
+  :meth:`ImageEntry.damage`: lookups refuse it with a hint, and a pull repairs it.
 * :meth:`Index.remove` deletes the image files when no other entry uses them, and so does
-  :meth:`Index.add` for the image a key pointed to before (a tag that moved).
+  :meth:`Index.add` for the image a key pointed to before (a tag that moved) -- always after
+  the new index is stored, so a failed write never loses an image (issue 12, item 2).
 * The format is ``{"version": 1, "images": {key: entry}}`` with file names relative to the
   repository root (docs/cache-layout.md).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,17 @@ class ImageEntry:
     def present(self) -> bool:
         return self.squashfs.is_file() and self.metadata.is_file()
 
+    def damage(self) -> str | None:
+        """What is wrong with the squashfs (one stat: its size must be the one recorded when
+        it was indexed), or None if it looks intact (issue 12, item 3)."""
+        try:
+            size = self.squashfs.stat().st_size
+        except OSError as exc:
+            return f"{self.squashfs}: {exc.strerror}"
+        if size != self.size:
+            return f"{self.squashfs} has {size} bytes, {self.size} when it was pulled"
+        return None
+
 
 class Index:
     def __init__(self, layout: Layout, timings: LockTimings | None = None,
@@ -95,18 +108,20 @@ class Index:
     # -- reading -------------------------------------------------------------------------------
     def _load(self) -> dict[str, ImageEntry]:
         try:
-            text = self.layout.metadata.read_text()
+            text = self.layout.metadata.read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
             raise RepositoryError(f"cannot read {self.layout.metadata}: {exc.strerror}") \
                 from exc
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise RepositoryError(f"{self.layout.metadata} is not valid JSON",
+            data = json.loads(text)  # bytes: a file that is not UTF-8 is a ValueError too
+        except (ValueError, RecursionError) as exc:
+            raise RepositoryError(f"{self.layout.metadata} is not valid JSON"
+                                  + (" (nested too deeply)" if isinstance(exc, RecursionError)
+                                     else ""),
                                   hint="restore it or remove it (images must then be "
-                                  "pulled again)") from exc
+                                  "pulled again)") from None
         if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
             raise RepositoryError(f"{self.layout.metadata}: expected an 'images' mapping")
         if data.get("version") != INDEX_VERSION:
@@ -140,12 +155,11 @@ class Index:
                 "images": {k: entries[k].to_json(self.layout) for k in sorted(entries)}}
         tmp = self.layout.temp(_TEMP_OWNER, ".json")
         try:
-            with open(tmp, "w") as f:
+            with os.fdopen(self.layout.create_file(tmp), "w") as f:
                 json.dump(data, f, indent=1)
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
-            self.layout.share(tmp)
             os.replace(tmp, self.layout.metadata)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -153,12 +167,22 @@ class Index:
                                   f"{exc.strerror or exc}") from exc
 
     def update(self, change: Callable[[dict[str, ImageEntry]], None]) -> None:
-        """Read-modify-write under the exclusive lock."""
+        """Read-modify-write under the exclusive lock.
+
+        Image files of entries that ``change`` drops, and that no remaining entry uses, are
+        deleted only after the new index is stored: a failed write loses nothing."""
         self.layout.ensure()
         with self._lock(shared=False):
             entries = self._load()
+            before = dict(entries)
             change(entries)
             self._store(entries)
+            in_use = {e.image_id for e in entries.values()}
+            for entry in before.values():
+                if entry.image_id not in in_use:
+                    in_use.add(entry.image_id)  # each image's files once
+                    for path in (entry.squashfs, entry.metadata):
+                        _unlink(path)
 
     def add(self, entry: ImageEntry) -> None:
         if not entry.present():
@@ -169,10 +193,10 @@ class Index:
             if not entry.present():  # re-checked under the lock: an rmi may have raced us
                 raise RepositoryError(f"image files of {entry.key} vanished before indexing",
                                       hint="pull again")
-            old = entries.get(entry.key)
-            entries[entry.key] = entry
-            if old is not None and old.image_id != entry.image_id:
-                _drop_files_unless_used(old, entries)  # the tag moved: free the old image
+            entries[entry.key] = entry  # a tag that moved frees its old image (update)
+            for key, other in entries.items():  # the same image, repaired: one size for all
+                if other.image_id == entry.image_id and other.size != entry.size:
+                    entries[key] = replace(other, size=entry.size)
         self.update(change)
 
     def remove(self, key: str) -> ImageEntry | None:
@@ -184,15 +208,8 @@ class Index:
             if entry is None:
                 return
             removed.append(entry)
-            _drop_files_unless_used(entry, entries)
         self.update(change)
         return removed[0] if removed else None
-
-
-def _drop_files_unless_used(entry: ImageEntry, entries: dict[str, ImageEntry]) -> None:
-    if not any(e.image_id == entry.image_id for e in entries.values()):
-        for path in (entry.squashfs, entry.metadata):
-            _unlink(path)
 
 
 def _unlink(path: Path) -> None:

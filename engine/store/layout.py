@@ -12,9 +12,12 @@ Contract:
   ``tmp/<owner>.*`` left by a killed process (:meth:`Layout.remove_stale_temps`).
 * ``pulls.log`` is an append-only audit log (one ``O_APPEND`` write per line): who downloaded
   and converted what, and when.
-* A ``group_shared`` layout (the site's ``sharedRepositoryDir``) keeps its directories setgid
-  and group-writable and its mutable files (index, locks, log) group-writable, so every member
-  of the directory's group can pull into it, whatever their umask.
+* Modes are explicit, whatever the umask: directories 0755, files 0644 (published image files
+  always 0644). A ``group_shared`` layout (the site's ``sharedRepositoryDir``) keeps its
+  directories setgid and group-writable (2775) and its mutable files (index, locks, log)
+  group-writable (0664), so every member of the directory's group can pull into it.
+* :meth:`Layout.ensure` (before every write) checks that the tree can be written, so a pull or
+  an rmi that cannot finish fails before it downloads or deletes anything.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT_VERSION", "Layout", "user_layout"]
 
 FORMAT_VERSION = 1
+IMAGE_FILE_MODE = 0o644  # published (immutable) files: squashfs, image JSON, version
 
 
 def _hex(digest: str) -> str:
@@ -121,10 +125,17 @@ class Layout:
                 removed.append(path)
         return removed
 
+    # Modes are set explicitly, whatever the caller's umask (issue 12, item 5): with umask 000
+    # another user could otherwise rewrite an image's JSON that root then runs.
     @property
-    def file_mode(self) -> int | None:
-        """Mode for mutable files (locks, index) in a group-shared layout, else None."""
-        return 0o664 if self.group_shared else None
+    def dir_mode(self) -> int:
+        """Mode of the directories: setgid and group-writable in a group-shared layout."""
+        return 0o2775 if self.group_shared else 0o755
+
+    @property
+    def file_mode(self) -> int:
+        """Mode of the mutable files (index, locks, log): group-writable when group-shared."""
+        return 0o664 if self.group_shared else 0o644
 
     def share(self, path: Path, mode: int = 0o664) -> None:
         """Make ``path`` group-writable in a group-shared layout (best effort: owner only)."""
@@ -134,13 +145,27 @@ class Layout:
             except OSError:
                 pass
 
+    def create_file(self, path: Path, mode: int | None = None) -> int:
+        """Create ``path`` (it must not exist) with exactly ``mode`` (default
+        :attr:`file_mode`) whatever the umask; return the open, writable descriptor."""
+        mode = self.file_mode if mode is None else mode
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def publish(self, tmp: Path, final: Path) -> bool:
-        """fsync ``tmp`` and rename it to ``final``; False (tmp deleted) if ``final`` exists."""
+        """Make ``tmp`` mode 0644, fsync it and rename it to ``final``; False (tmp deleted)
+        if ``final`` exists."""
         if final.exists():
             tmp.unlink(missing_ok=True)
             return False
         fd = os.open(tmp, os.O_RDONLY)
         try:
+            os.fchmod(fd, IMAGE_FILE_MODE)  # immutable: nobody writes it, everyone reads it
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -153,21 +178,55 @@ class Layout:
         return self.version_file.exists()
 
     def ensure(self) -> None:
-        """Create the tree if needed; RepositoryError if unwritable or of another version."""
+        """Create the tree if needed, with explicit modes; RepositoryError if it cannot be
+        written (checked before any work, so a failed pull or rmi changes nothing) or is of
+        another version."""
         try:
             for d in (self.root, self.images_dir, self.locks_dir, self.tmp_dir):
                 if not d.is_dir():
                     d.mkdir(parents=True, exist_ok=True)
-                    self.share(d, 0o2775)
+                    os.chmod(d, self.dir_mode)
+                else:
+                    self._tighten(d)
+        except OSError as exc:
+            raise RepositoryError(f"cannot create repository {self.root}: "
+                                  f"{exc.strerror or exc}") from exc
+        self.check_writable()
+        try:
             if not self.version_file.exists():
                 tmp = self.temp("version")
-                tmp.write_text(f"{FORMAT_VERSION}\n")
-                self.share(tmp, 0o644)
+                fd = self.create_file(tmp, IMAGE_FILE_MODE)
+                try:
+                    os.write(fd, f"{FORMAT_VERSION}\n".encode())
+                finally:
+                    os.close(fd)
                 os.replace(tmp, self.version_file)
         except OSError as exc:
             raise RepositoryError(f"cannot create repository {self.root}: "
                                   f"{exc.strerror or exc}") from exc
         self.check_version()
+
+    def _tighten(self, path: Path) -> None:
+        """A directory of ours that others may write (made under umask 000 by an older
+        hpc-exec) gets its explicit mode; another owner's is left as the admin made it."""
+        st = path.stat()
+        loose = st.st_mode & 0o022 & ~self.dir_mode
+        if loose and st.st_uid == os.getuid():
+            os.chmod(path, self.dir_mode)
+
+    def check_writable(self) -> None:
+        """RepositoryError unless this process may create files in every directory of the
+        tree (the index is replaced by rename in the root, so the root counts too)."""
+        for d in (self.root, self.images_dir, self.locks_dir, self.tmp_dir):
+            if not os.access(d, os.W_OK | os.X_OK):
+                try:
+                    readonly = bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+                except OSError:
+                    readonly = False
+                why = "read-only file system" if readonly else "permission denied"
+                raise RepositoryError(f"repository {self.root} is not writable: {d}: {why}",
+                                      hint="use a repository you can write (HPC_EXEC_HOME), "
+                                      "or ask its owner")
 
     def check_version(self) -> None:
         try:
@@ -193,10 +252,12 @@ class Layout:
 
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         line = f"{now} {socket.gethostname()} {os.getpid()} {kind} {what}\n".encode()
-        fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+        fd = os.open(self.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     self.file_mode)
         try:
-            if self.group_shared and os.fstat(fd).st_uid == os.getuid():
-                os.fchmod(fd, 0o664)
+            st = os.fstat(fd)
+            if st.st_uid == os.getuid() and st.st_mode & 0o7777 != self.file_mode:
+                os.fchmod(fd, self.file_mode)
             os.write(fd, line)
         finally:
             os.close(fd)

@@ -58,20 +58,24 @@ class FileLock:
 
     def _open(self) -> int:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            if self.mode is not None and os.fstat(fd).st_uid == os.getuid():
-                os.fchmod(fd, self.mode)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o644 if self.mode is None else self.mode)
+            if self.mode is not None:
+                st = os.fstat(fd)
+                if st.st_uid == os.getuid() and st.st_mode & 0o7777 != self.mode:
+                    os.fchmod(fd, self.mode)  # whatever the umask made of it
             return fd
-        except PermissionError as exc:
-            if self.shared:  # a read-only repository: a shared lock needs only read access
+        except OSError as exc:
+            # A read-only repository (mode, or a read-only mount: EROFS, the usual way a
+            # centralized repository reaches compute nodes): a shared lock needs only read
+            # access to an existing lock file.
+            if self.shared and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 try:
                     return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     pass
-            raise RepositoryError(f"cannot open lock file {self.path}: permission denied") \
-                from exc
-        except OSError as exc:
-            raise RepositoryError(f"cannot open lock file {self.path}: {exc.strerror}") from exc
+            why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+            raise RepositoryError(f"cannot open lock file {self.path}: {why}") from exc
 
     def holder(self) -> str:
         """What the current exclusive holder wrote with :meth:`note` ('' if nothing)."""

@@ -56,3 +56,56 @@ def test_local_repository_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert s.local_repository().parent.parent == tmp_path
     monkeypatch.setenv("HPC_EXEC_HOME", str(tmp_path / "mine"))
     assert s.local_repository() == tmp_path / "mine"
+
+
+# -- issue 12 -------------------------------------------------------------------------------------
+
+def test_config_files_that_are_not_small_regular_utf8_files(tmp_path: Path) -> None:
+    """Items 10 and 11: a FIFO (never blocks), a device, a huge or binary file, deep nesting
+    and YAML errors each give one line naming the file."""
+    import os
+
+    from hpc_exec.config import _load_file
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases: list[tuple[Path, str]] = [(fifo, "is not a regular file"),
+                                     (Path("/dev/zero"), "is not a regular file")]
+    big = tmp_path / "big.yaml"
+    big.write_text("# x\n" * (1 << 19))
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"a: \xff\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 50_000 + "]" * 50_000)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [\n b: c\n")
+    cases += [(big, "is larger than 1 MiB"), (binary, "is not UTF-8 text (byte 3)"),
+              (deep, "is nested too deeply"),
+              (bad, "is not valid YAML: expected ',' or ']', but got '<stream end>' at line 3, "
+                    "column 1")]
+    for path, message in cases:
+        with pytest.raises(ConfigError) as exc:
+            _load_file(path)
+        assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("squashfs,message", [
+    ({"level": 999}, "999 is not a zstd level (1 to 22)"),
+    ({"level": 0}, "0 is not a zstd level"),
+    ({"compression": "gzip", "level": 10}, "10 is not a gzip level (1 to 9)"),
+    ({"compression": "xz", "level": -1}, "-1 is not a xz level (0 to 9)"),
+])
+def test_squashfs_level_is_checked_per_compressor(squashfs: dict[str, object],
+                                                  message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_settings({"squashfs": squashfs})
+    assert parse_settings({"squashfs": {"compression": "lz4", "level": 999}}).squashfs.level \
+        == 999  # lz4 takes no level: nothing passed to tar2sqfs
+
+
+def test_registry_timeout_and_retries() -> None:
+    s = parse_settings({"registryTimeoutMs": 500, "registryRetries": 0})
+    assert (s.registry_timeout_ms, s.registry_retries) == (500, 0)
+    for data in ({"registryTimeoutMs": 0}, {"registryRetries": 21}, {"registryRetries": True}):
+        with pytest.raises(ConfigError, match="config key registry"):
+            parse_settings(data)

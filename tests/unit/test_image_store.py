@@ -115,3 +115,143 @@ def test_moved_tag_frees_the_old_image(tmp_path: Path) -> None:
     index.add(shared)
     index.add(_entry(layout, "k2", "sha256:" + "6" * 64))
     assert keep.squashfs.exists()  # still used by "other"
+
+
+# -- issue 12 -------------------------------------------------------------------------------------
+
+def test_a_failed_index_write_deletes_no_image_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 2: files are deleted only after the new index is stored (rmi and a moved tag)."""
+    layout = Layout(tmp_path)
+    layout.ensure()
+    index = Index(layout)
+    first = _entry(layout, "k")
+    index.add(first)
+
+    def fail(entries: object) -> None:
+        raise RepositoryError("cannot write metadata.json: No space left on device")
+
+    monkeypatch.setattr(index, "_store", fail)
+    with pytest.raises(RepositoryError, match="No space left"):
+        index.remove("k")
+    other = "sha256:" + "2" * 64
+    with pytest.raises(RepositoryError, match="No space left"):
+        index.add(_entry(layout, "k", other))  # the tag moves: the old image must stay
+    monkeypatch.undo()
+    assert first.present() and index.get("k") == first
+
+
+def test_ensure_refuses_an_unwritable_tree_before_any_work(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    layout = Layout(tmp_path / "repo")
+    layout.ensure()
+    real_access = __import__("os").access
+    monkeypatch.setattr("os.access", lambda p, m: False if Path(p) == layout.root
+                        else real_access(p, m))
+    with pytest.raises(RepositoryError, match=r"repo is not writable: .*repo: permission"):
+        layout.ensure()
+
+
+def test_modes_are_explicit_whatever_the_umask(tmp_path: Path) -> None:
+    """Item 5: 0755/0644 for a private repository, 2775/0664 (0644 immutable) group-shared."""
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        for shared, dmode, fmode in ((False, 0o755, 0o644), (True, 0o2775, 0o664)):
+            layout = Layout(tmp_path / str(shared), group_shared=shared)
+            layout.ensure()
+            index = Index(layout)
+            index.add(_entry(layout, "k"))
+            layout.log_event("download", "x")
+            tmp = layout.temp("x")
+            tmp.write_bytes(b"1")
+            layout.publish(tmp, layout.squashfs("sha256:" + "3" * 64))
+            for path in [layout.root, *layout.root.rglob("*")]:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                rel = layout.relative(path) if path != layout.root else "."
+                want = dmode if path.is_dir() else \
+                    0o644 if rel == "version" or rel.endswith("3" * 64 + ".squashfs") else fmode
+                if rel.startswith("images/") and "1" * 64 in rel:
+                    continue  # written by the test's own _entry, not by the store
+                assert (rel, oct(mode)) == (rel, oct(want))
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_too_open_directory_of_ours_is_tightened(tmp_path: Path) -> None:
+    import os
+
+    layout = Layout(tmp_path / "repo")
+    layout.ensure()
+    os.chmod(layout.images_dir, 0o777)
+    layout.ensure()
+    assert layout.images_dir.stat().st_mode & 0o777 == 0o755
+
+
+def test_damage_is_a_size_mismatch(tmp_path: Path) -> None:
+    """Item 3: one stat finds a truncated squashfs."""
+    from dataclasses import replace
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    entry = _entry(layout, "k")
+    assert entry.damage() is None
+    assert "has 1 bytes, 5 when it was pulled" in (replace(entry, size=5).damage() or "")
+
+
+def test_shared_lock_falls_back_to_read_only_on_a_read_only_filesystem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 4: EROFS, not only EACCES, lets a reader take the shared lock read-only."""
+    import errno
+    import os
+
+    path = tmp_path / "metadata.lock"
+    path.write_text("")
+    real_open = os.open
+
+    def ro_open(p: object, flags: int, *args: object) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(errno.EROFS, "Read-only file system", str(p))
+        return real_open(p, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", ro_open)
+    with FileLock(path, shared=True) as lock:
+        assert lock.held
+    with pytest.raises(RepositoryError, match="Read-only file system"):
+        FileLock(path, shared=False).acquire()
+
+
+def test_work_dirs_in_the_shared_temp_dir_are_removed_only_when_abandoned(tmp_path: Path
+                                                                          ) -> None:
+    """Item 1: a live pull's work dir (owner file flocked) survives any other cleaner; a dead
+    one's (lock free), one whose owner file is gone, and an old half-made one do not."""
+    import os
+
+    from hpc_exec.engine.image.pull import (
+        _make_work_dir,
+        _remove_work_dir,
+        remove_abandoned_work_dirs,
+    )
+
+    live, fd = _make_work_dir(tmp_path, "abc")
+    (live / "layer").write_bytes(b"x")
+    dead = tmp_path / "hpc-exec-pull-abc.dead"
+    dead.mkdir()
+    (dead / ".owner").write_text("")
+    ownerless = tmp_path / "hpc-exec-pull-abc.gone"
+    ownerless.mkdir()
+    young = tmp_path / "hpc-exec-pulling-abc.young"
+    young.mkdir()
+    old = tmp_path / "hpc-exec-pulling-abc.old"
+    old.mkdir()
+    os.utime(old, (0, 0))
+    other = tmp_path / "hpc-exec-pull-xyz.dead"  # another digest: not this lock's business
+    other.mkdir()
+    removed = remove_abandoned_work_dirs(tmp_path, "abc")
+    assert sorted(p.name for p in removed) == sorted([dead.name, ownerless.name, old.name])
+    assert live.is_dir() and (live / "layer").exists() and young.is_dir() and other.is_dir()
+    _remove_work_dir(live, fd)
+    assert not live.exists()

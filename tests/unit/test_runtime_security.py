@@ -59,3 +59,36 @@ def test_not_root_owned_is_named(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SecurityError, match="cannot stat"):
         check_trusted(tmp_path / "nope", "the init binary")
+
+
+def test_site_config_is_checked_even_with_security_checks_off(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Issue 12, item 9: a user's rootless run refuses another user's config and a writable
+    one; root's uses the full check (owner root, no writable directory on the way)."""
+    import os
+
+    from hpc_exec.engine.runtime.security import check_site_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("securityChecks: false\n")
+    os.chmod(config, 0o644)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    real_stat = os.stat
+
+    def owned_by(uid: int) -> object:
+        def fake(path: object, *a: object, **k: object) -> os.stat_result:
+            st = real_stat(path, *a, **k)  # type: ignore[arg-type]
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid,
+                                   st.st_gid, st.st_size, 0, 0, 0))
+        return fake
+
+    monkeypatch.setattr(os, "stat", owned_by(4242))
+    check_site_config(config)  # the user's own file
+    monkeypatch.setattr(os, "stat", owned_by(1000))
+    with pytest.raises(SecurityError, match="owned by uid 1000, neither root nor you"):
+        check_site_config(config)
+    monkeypatch.setattr(os, "stat", owned_by(4242))
+    os.chmod(config, 0o666)
+    with pytest.raises(SecurityError, match="writable by group or others"):
+        check_site_config(config)

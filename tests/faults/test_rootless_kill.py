@@ -1,0 +1,93 @@
+"""A SIGKILLed rootless ``hpc-exec run`` leaves no process behind (issue 12, item 8), even one
+the container moved into a session of its own, where the watchdog's session kill cannot see it
+and no cgroup holds it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.requires("root", "runc", "squashfs", "fuse", "userfuse", "userns",
+                                  "system-python")
+
+SMALL = "testbed/busybox:latest"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _pids(uid: int, *needles: str) -> list[int]:
+    """Processes of ``uid`` whose command line is a needle, or contains one that starts with
+    '/' or names a program (runc, squashfuse_ll)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+            except OSError:
+                continue
+            line = _cmdline(int(entry))
+            # exact for the sleeps: 'setsid sleep 3331' is not yet in its own session
+            if any(line == n if n.startswith("sleep ") else n in line for n in needles):
+                out.append(int(entry))
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def test_a_killed_rootless_run_leaves_nothing(fsite: Any, test_user: Any) -> None:
+    home = fsite.root / "A"
+    assert fsite.hx("pull", f"{fsite.registry}/{SMALL}", home=home).returncode == 0
+    (sqfs,) = (home / "images").glob("*.squashfs")
+    image = fsite.root / "small.sqfs"
+    shutil.copyfile(sqfs, image)
+    shutil.copyfile(sqfs.with_suffix(".json"), image.with_suffix(".json"))
+    for path in (image, image.with_suffix(".json")):
+        os.chmod(path, 0o644)
+    uid = test_user.pw_uid
+    marks = ("sleep 3331", "sleep 3341")
+    for _ in range(5):  # whether a leak shows depends on timing: several rounds
+        _kill_one_run(fsite, image, uid, marks)
+
+
+def _kill_one_run(fsite: Any, image: Path, uid: int, marks: tuple[str, ...]) -> None:
+    runner = fsite.start("run", str(image), "sh", "-c", "setsid sleep 3331 & sleep 3341",
+                         user=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_pids(uid, *marks)) < 2:
+            assert runner.poll() is None, fsite.finish(runner)[1]
+            assert time.monotonic() < deadline, "the container never started both sleeps"
+            time.sleep(0.05)
+        engines = [p for p in _children(runner.pid) if "hpc_exec" in _cmdline(p)]
+        assert len(engines) == 1, [_cmdline(p) for p in _children(runner.pid)]
+        os.kill(engines[0], signal.SIGKILL)  # hpc-exec itself (runuser is its parent)
+        runner.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _pids(uid, *marks, "runc", "squashfuse_ll") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {p: _cmdline(p) for p in _pids(uid, *marks, "runc", "squashfuse_ll")}
+        assert left == {}
+    finally:
+        for pid in _pids(uid, *marks, "runc", "squashfuse_ll"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
