@@ -28,6 +28,7 @@ from hpc_exec.slurm.parse import (
     SQUEUE_FORMAT,
     JobInfo,
     parse_duration,
+    parse_sacct_detail,
     parse_sbatch,
     parse_scontrol_config,
     parse_scontrol_jobs,
@@ -51,6 +52,7 @@ class SlurmClient:
         self.timeout = timeout
         self.clusters = clusters
         self._runner = runner
+        self._accounting: bool | None = None  # does sacct work here? (found out once)
 
     def _run(self, argv: list[str], desc: str, *, input: str | None = None,
              check: bool = True) -> Any:
@@ -106,3 +108,18 @@ class SlurmClient:
         """Slurm's MinJobAge in seconds: how long squeue shows a finished job."""
         value = self.config().get("MinJobAge")
         return parse_duration(value) if value else DEFAULT_MIN_JOB_AGE
+
+    def accounting_detail(self, job_id: str) -> str | None:
+        """``State ExitCode Reason`` of a job from ``sacct``, or None: sacct is asked only when
+        it works here (the first failure, e.g. "accounting storage is disabled", ends that for
+        this client), and only for extra detail on a failure; status never depends on it."""
+        if self._accounting is False:
+            return None
+        out = self._run(["sacct", "--noheader", "--parsable2", "--jobs", str(job_id),
+                         "--format=State,ExitCode,Reason", *self._cluster_args()],
+                        "asking sacct about a failed job", check=False)
+        if out.returncode != 0:
+            self._accounting = False
+            return None
+        self._accounting = True
+        return parse_sacct_detail(out.stdout)

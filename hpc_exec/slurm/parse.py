@@ -21,8 +21,8 @@ from typing import NamedTuple
 from hpc_exec.errors import SlurmOutputError
 
 __all__ = ["SQUEUE_FORMAT", "STATES", "JobInfo", "SlurmOutputError", "Status", "parse_duration",
-           "parse_sbatch", "parse_scontrol_config", "parse_scontrol_jobs", "parse_squeue",
-           "status_of"]
+           "parse_sacct_detail", "parse_sbatch", "parse_scontrol_config", "parse_scontrol_jobs",
+           "parse_squeue", "status_of"]
 
 
 class Status(enum.Enum):
@@ -172,3 +172,21 @@ def parse_duration(text: str) -> float:
     if not m or m.group(2) not in ("", *_UNITS):
         raise SlurmOutputError(f"cannot read the duration {text!r}")
     return float(int(m.group(1)) * _UNITS.get(m.group(2), 1))
+
+
+def parse_sacct_detail(text: str) -> str | None:
+    """``sacct --noheader --parsable2 --format=State,ExitCode,Reason`` of one job: its first
+    line (the job's own, before its steps) as "state STATE, exit code N:S, reason R", or None
+    when sacct printed nothing for it."""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) < 3:
+            raise SlurmOutputError(f"unexpected sacct line {line[:120]!r}")
+        state, code, reason = (f.strip() for f in fields[:3])
+        parts = [f"state {state}", f"exit code {code}"]
+        if reason and reason != "None":
+            parts.append(f"reason {reason}")
+        return ", ".join(parts)
+    return None

@@ -19,7 +19,8 @@ Contract (shared/DESIGN.md §5, shared/notes/snakemake-integration.md §6):
 * **Status.** Per round: the exit markers, plus ONE ``squeue --name <run id> --states=all``
   (``scontrol show job`` if squeue fails) for the jobs without a marker, inside
   ``status_rate_limiter``; the interval is ``poll_interval``, growing by half per idle round up
-  to ``max_poll_interval``. status.py decides; ``sacct`` is never used.
+  to ``max_poll_interval``. status.py decides; ``sacct`` is never needed: it is asked once,
+  for a failed job's extra detail, and never again if it fails (no accounting).
 * **Errors** name the Slurm job id and the log path (also passed as ``aux_logs``); successful
   jobs' logs are removed unless ``keep_logs``.
 * **Cancel.** Ctrl-C (and a shutdown with jobs still live) ``scancel``\\s exactly the run's
@@ -281,12 +282,22 @@ class Executor(RemoteExecutor):  # type: ignore[misc]  # untyped base
             if verdict.outcome is Outcome.SUCCESS:
                 self._succeeded(info)
             else:
-                self._fail(info, f"Slurm job {job_id} {verdict.message}")
+                self._fail(info, f"Slurm job {job_id} {verdict.message}"
+                           + self._accounting_detail(job_id))
         with self.lock:
             activity, self._activity = self._activity or ended, False
         current = self.next_seconds_between_status_checks or self.settings.poll_interval
         self.next_seconds_between_status_checks = self.settings.poll_interval if activity \
             else min(self.settings.max_poll_interval, current * 1.5)
+
+    def _accounting_detail(self, job_id: str) -> str:
+        """"; sacct: ..." where accounting works (never needed: status comes without it)."""
+        try:
+            detail = self.client.accounting_detail(job_id)
+        except HpcExecError as exc:
+            self.logger.debug(f"sacct about job {job_id}: {exc}")
+            return ""
+        return f"; sacct: {detail}" if detail else ""
 
     def _forget(self, job_id: str) -> None:
         with self.lock:

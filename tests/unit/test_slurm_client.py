@@ -97,3 +97,21 @@ def test_batch_script_without_marker_and_bad_input() -> None:
         render_batch_script(["true"], description="d", env={"A-B": "1"})
     with pytest.raises(InvalidInput, match="needs a command"):
         render_batch_script([], description="d")
+
+
+def test_sacct_is_asked_only_while_it_works() -> None:
+    # a cluster without accounting (this testbed: "accounting storage is disabled")
+    fake = FakeRunner(returncode=1)
+    client = SlurmClient(runner=fake)
+    assert client.accounting_detail("7") is None
+    assert client.accounting_detail("8") is None
+    assert [c["argv"][0] for c in fake.calls] == ["sacct"]  # asked once, never again
+    # a cluster with accounting: the job's own line (before its steps)
+    fake = FakeRunner({"sacct": "OUT_OF_MEMORY|0:125|None\nOUT_OF_MEMORY|0:125|\n"})
+    client = SlurmClient(runner=fake)
+    assert client.accounting_detail("9") == "state OUT_OF_MEMORY, exit code 0:125"
+    assert fake.calls[0]["argv"] == ["sacct", "--noheader", "--parsable2", "--jobs", "9",
+                                     "--format=State,ExitCode,Reason"]
+    fake.outputs["sacct"] = "FAILED|1:0|NonZeroExitCode\n"
+    assert client.accounting_detail("10") == \
+        "state FAILED, exit code 1:0, reason NonZeroExitCode"

@@ -45,6 +45,9 @@ class FakeClient:
         self.calls.append(("sbatch", options))
         return "99"
 
+    def accounting_detail(self, job_id: str) -> str | None:
+        return None  # a cluster without accounting
+
 
 class FakeJob:
     def __init__(self, name: str) -> None:
@@ -216,3 +219,15 @@ def test_a_failing_round_keeps_the_jobs_and_the_thread(tmp_path: Path) -> None:
     assert round_(ex, [a, b]) == [a, b]  # no exception reaches Snakemake's status thread
     assert any("status round failed (RuntimeError: unexpected)" in m
                for m in ex.logger.lines)
+
+
+def test_sacct_detail_is_added_where_accounting_works(tmp_path: Path) -> None:
+    client = FakeClient({})
+    client.accounting_detail = lambda job_id: "state FAILED, exit code 2:0"  # type: ignore
+    ex = make_executor(tmp_path, client)
+    bad = submitted(ex, "13", "bad")
+    ex.layout.marker("13").write_text("2\n")
+    assert round_(ex, [bad]) == []
+    message, _ = bad.job.errors[0]
+    assert message.startswith("Slurm job 13 exited with status 2; sacct: state FAILED, exit "
+                              "code 2:0; log: ")
