@@ -381,11 +381,16 @@ class RegistryClient:
                        progress: Callable[[int], None] | None) -> None:
         h = hashlib.sha256()
         got = 0
+        disk: OSError | None = None  # a write to our own disk failed: no network fault
         with open(dest, "wb") as out:
             try:
                 for chunk in self.iter_blob(repo, digest):
                     h.update(chunk)
-                    out.write(chunk)
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        disk = exc
+                        break
                     got += len(chunk)
                     if size is not None and got > size:
                         self.close()  # abandon the rest of the response
@@ -396,6 +401,9 @@ class RegistryClient:
                 self.close()
                 raise _Transient(f"download of {digest[:19]} from {self.server} broke: "
                                  f"{exc}") from exc
+            if disk is not None:  # not retried: the caller names the full filesystem
+                self.close()
+                raise disk
         actual = "sha256:" + h.hexdigest()
         if size is not None and got < size:  # the connection ended early: try again
             self.close()
