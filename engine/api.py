@@ -31,7 +31,9 @@ from hpc_exec.errors import ImageNotFound, InvalidInput, RepositoryError
 
 if TYPE_CHECKING:
     from hpc_exec.engine.image.pull import Reporter, Repository
+    from hpc_exec.engine.image.reference import ImageReference
     from hpc_exec.engine.image.registry import Credentials
+    from hpc_exec.engine.store.layout import Layout
 
 __all__ = ["ImageEntry", "images", "load", "lookup", "pull", "remove", "repository"]
 
@@ -40,21 +42,9 @@ def repository(centralized: bool = False, *, settings: Settings | None = None,
                writable: bool = False) -> Repository:
     """The local (default) or centralized repository of this user and site."""
     from hpc_exec.engine.image.pull import Repository
-    from hpc_exec.engine.store.layout import Layout, user_layout
 
     settings = settings or load_settings()
-    if centralized:
-        if settings.centralized_repository_dir is None:
-            raise InvalidInput("no centralized repository: the site config sets no "
-                               "centralizedRepositoryDir")
-        layout = Layout(settings.centralized_repository_dir)
-        if writable and not layout.writable():
-            raise RepositoryError(f"the centralized repository {layout.root} is read-only for "
-                                  "you", hint="ask the site administrators to pull the image")
-        kind = "centralized"
-    else:
-        layout, kind = user_layout(settings)
-    layout.check_version()
+    layout, kind = _layout(centralized, settings, writable=writable)
     return Repository(layout, Index(layout, settings.repository_metadata_lock_timings),
                       settings, kind)
 
@@ -85,12 +75,39 @@ def images(*, centralized: bool = False, settings: Settings | None = None) -> li
     return [e for _, e in sorted(repo.index.read().items())]
 
 
-def _find(index: Index, ref: str) -> ImageEntry | None:
-    """The entry of ``ref`` in ``index``: by key, as a loaded image's key, or by digest."""
+def _layout(centralized: bool, settings: Settings, *,
+            writable: bool = False) -> tuple[Layout, str]:
+    """The layout and kind of the local or centralized repository, its version checked (cheap:
+    nothing of the image side's converters or registry client is imported)."""
+    from hpc_exec.engine.store.layout import Layout, user_layout
+
+    if centralized:
+        if settings.centralized_repository_dir is None:
+            raise InvalidInput("no centralized repository: the site config sets no "
+                               "centralizedRepositoryDir")
+        layout = Layout(settings.centralized_repository_dir)
+        if writable and not layout.writable():
+            raise RepositoryError(f"the centralized repository {layout.root} is read-only for "
+                                  "you", hint="ask the site administrators to pull the image")
+        kind = "centralized"
+    else:
+        layout, kind = user_layout(settings)
+    layout.check_version()
+    return layout, kind
+
+
+def _references(ref: str) -> tuple[ImageReference, ImageReference]:
+    """``ref`` as pulled and as loaded (InvalidInput when malformed), parsed once."""
     from hpc_exec.engine.image.reference import load_reference, parse
 
+    return parse(ref), load_reference(ref)
+
+
+def _find(index: Index, references: tuple[ImageReference, ...]) -> ImageEntry | None:
+    """The entry of ``references`` in ``index``: by key, as a loaded image's key, or by
+    digest."""
     entries = index.read()
-    for reference in (parse(ref), load_reference(ref)):
+    for reference in references:
         if reference.key in entries:
             return entries[reference.key]
         if reference.digest:  # name@digest also matches an entry pulled by tag
@@ -108,25 +125,16 @@ def lookup(ref: str, *, centralized: bool | None = None,
 
     This is on every task's path (``hpc-exec run IMAGE``): it reads only the index, under its
     shared lock, and imports nothing of the registry client or the converters."""
-    from hpc_exec.engine.image.reference import parse
-    from hpc_exec.engine.store.layout import Layout, user_layout
-
     settings = settings or load_settings()
-    key = parse(ref).key  # InvalidInput for a malformed reference, before any file is read
+    references = _references(ref)  # InvalidInput when malformed, before any file is read
+    key = references[0].key
     where: list[str] = []
     choices = [centralized] if centralized is not None else \
         [False] + ([True] if settings.centralized_repository_dir is not None else [])
     for central in choices:
-        if central:
-            if settings.centralized_repository_dir is None:
-                raise InvalidInput("no centralized repository: the site config sets no "
-                                   "centralizedRepositoryDir")
-            layout, kind = Layout(settings.centralized_repository_dir), "centralized"
-        else:
-            layout, kind = user_layout(settings)
+        layout, kind = _layout(central, settings)
         where.append(f"{kind} repository {layout.root}")
-        layout.check_version()
-        entry = _find(Index(layout, settings.repository_metadata_lock_timings), ref)
+        entry = _find(Index(layout, settings.repository_metadata_lock_timings), references)
         if entry is not None:
             damage = entry.damage()
             if damage is not None:
@@ -142,11 +150,10 @@ def remove(ref: str, *, centralized: bool = False,
            settings: Settings | None = None) -> ImageEntry:
     """Remove ``ref`` from the repository (its files too, unless another tag uses them)."""
     repo = repository(centralized, settings=settings, writable=True)
-    entry = _find(repo.index, ref)
+    references = _references(ref)
+    entry = _find(repo.index, references)
     if entry is None:
-        from hpc_exec.engine.image.reference import parse
-
-        raise ImageNotFound(f"image {parse(ref).key} is not in the {repo.kind} repository "
+        raise ImageNotFound(f"image {references[0].key} is not in the {repo.kind} repository "
                             f"{repo.layout.root}")
     removed = repo.index.remove(entry.key)
     if removed is None:

@@ -89,10 +89,11 @@ def resolve_destination(rootfs: Path, destination: str,
                         earlier: Sequence[tuple[str, str]] = ()) -> str:
     """The container path ``destination`` names once every symlink in it is followed inside
     the container, as runc's mount does: in the image under ``rootfs`` and in the host sources
-    of the ``earlier`` mounts ((resolved destination, host source) in mount order). A link
+    of the ``earlier`` mounts ((resolved destination, real path of the host source) in mount
+    order; the caller resolves each source once). A link
     never leaves the root (``..`` at ``/`` stays at ``/``); a component that does not exist
     is taken as it is (runc creates it). SecurityError after :data:`MAX_LINKS` links."""
-    base = [(d, os.path.realpath(s)) for d, s in earlier]
+    base = list(earlier)
     todo = [p for p in destination.split("/") if p]
     done: list[str] = []
     links = 0

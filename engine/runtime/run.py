@@ -410,7 +410,7 @@ def _contained_mounts(mounts: list[Mount], n_site: int, rootfs: Path,
     earlier: list[tuple[str, str]] = []
     for i, spec in enumerate(mounts):
         dest = resolve_destination(rootfs, spec.destination, earlier)
-        if i >= n_site:
+        if i >= n_site and dest != spec.destination:  # plan() checked the text as given
             try:
                 check_user_destination(dest, rules.not_allowed_prefixes_of_path,
                                        rules.not_allowed_paths)
@@ -418,7 +418,7 @@ def _contained_mounts(mounts: list[Mount], n_site: int, rootfs: Path,
                 raise SecurityError(f"mount destination {spec.destination!r} is not allowed: "
                                     f"it resolves to {dest!r} in the container "
                                     f"({exc.message.rpartition(': ')[2]})") from None
-        earlier.append((dest, spec.source))
+        earlier.append((dest, os.path.realpath(spec.source)))
         out.append(spec if dest == spec.destination else spec._replace(destination=dest))
     return out
 

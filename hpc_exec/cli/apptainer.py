@@ -251,14 +251,14 @@ def _exec(request: ExecRequest, options: GlobalOptions, say: Say) -> int:
         workdir=plan.workdir, entrypoint="", pid=plan.pid, sync=ntasks > 1,
         debug=options.debug)
     if ntasks > 1:
-        import tempfile
+        import secrets
 
         from hpc_exec import process
 
         # The environment's values go in a 0600 file on the shared working directory, not on
-        # srun's command line, which every user of the nodes can read.
-        fd, env_file = tempfile.mkstemp(prefix=".hpc-exec-env-", dir=cwd)
-        os.close(fd)
+        # srun's command line, which every user of the nodes can read (written once, by
+        # write_env_file's own temp file and rename).
+        env_file = os.path.join(cwd, f".hpc-exec-env-{secrets.token_hex(8)}")
         try:
             engine.write_env_file(env_file, run_options)
             # Each task resolves the squashfs path (its run config lies beside it), not the
@@ -271,7 +271,10 @@ def _exec(request: ExecRequest, options: GlobalOptions, say: Say) -> int:
             return process.foreground(argv, desc=f"srun of {ntasks} containers",
                                       timeout=None).returncode
         finally:
-            os.unlink(env_file)
+            try:
+                os.unlink(env_file)
+            except FileNotFoundError:  # write_env_file failed before the file was there
+                pass
     return int(engine.execute(image, run_options))
 
 

@@ -154,14 +154,13 @@ def config_init_command(args: argparse.Namespace) -> int:
         if value and not value.startswith("/"):
             raise InvalidInput(f"--{option.replace('_', '-')} must be an absolute path, "
                                f"got {value!r}")
-    found = detect_values()
-    values = dict(
-        HOOK_BASE_DIR=args.hook_base_dir,
-        MPI_LIBS=args.mpi_libs if args.mpi_libs is not None else found["MPI_LIBS"],
-        MPI_DEPENDENCY_LIBS=args.mpi_dependency_libs,
-        GLIBC_LIBS=args.glibc_libs if args.glibc_libs is not None else found["GLIBC_LIBS"],
-        OFI_PROVIDER=args.ofi_provider or "",
-        OFI_PROVIDER_NAME=os.path.basename(args.ofi_provider or ""))
+    values = standard_hook_values(args.hook_base_dir)
+    values.update(MPI_DEPENDENCY_LIBS=args.mpi_dependency_libs or "",
+                  OFI_PROVIDER=args.ofi_provider or "",
+                  OFI_PROVIDER_NAME=os.path.basename(args.ofi_provider or ""))
+    for key, given in (("MPI_LIBS", args.mpi_libs), ("GLIBC_LIBS", args.glibc_libs)):
+        if given is not None:  # given on the command line (even empty) beats detection
+            values[key] = given
     hooks_dir = dest / "hooks.d"
     config = (f"# written by hpc-exec config init; every key: docs/configuration.md\n"
               f"securityChecks: true\nhooksDir: {hooks_dir}\n")

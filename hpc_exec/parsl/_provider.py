@@ -57,10 +57,14 @@ def read_marker(path: str) -> int | None:
 
 
 def trap_lines(marker: str) -> str:
-    """Bash lines that make the batch script record its exit status in ``marker``."""
+    """Bash lines that make the batch script record its exit status in ``marker``. A script
+    that Slurm kills (time limit, scancel: SIGTERM) leaves no marker, as the Snakemake
+    executor's template does, so Slurm's own state (TIMEOUT, CANCELLED) says what happened."""
     return (f"export {MARKER_VAR}={shlex.quote(marker)}\n"
             f"trap 'echo $? > \"${MARKER_VAR}.tmp\" && mv -f \"${MARKER_VAR}.tmp\" "
-            f"\"${MARKER_VAR}\"' EXIT\n")
+            f"\"${MARKER_VAR}\"' EXIT\n"
+            "trap 'trap - EXIT; exit 143' TERM\n"
+            "trap 'trap - EXIT; exit 130' INT\n")
 
 
 class FastSlurmProvider(SlurmProvider):

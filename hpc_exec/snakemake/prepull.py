@@ -26,12 +26,18 @@ Log = Callable[[str], None]
 
 
 def pullable(url: str) -> bool:
-    """True for registry references (``docker://...`` or bare), False for local image files."""
+    """True for registry references (``docker://...`` or bare), False for local image files:
+    a path by the engine's rule, a SIF, or an existing file (Snakemake and the apptainer front
+    end run a scheme-less name that is a file as that file)."""
+    import os
+
     from hpc_exec import engine
 
     if engine.is_squashfs_path(url) or url.endswith((".sif", ".simg")):
         return False
-    return "://" not in url or url.startswith(("docker://", "oras://"))
+    if "://" not in url:
+        return not os.path.exists(url)
+    return url.startswith(("docker://", "oras://"))
 
 
 class Pull:

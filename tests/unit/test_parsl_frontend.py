@@ -336,3 +336,11 @@ def test_container_app_refuses_bad_input_at_decoration() -> None:
         hp.container_app("")
     with pytest.raises(InvalidInput, match="BAD=NAME"):
         hp.container_app(IMAGE, env={"BAD=NAME": "x"})
+
+
+def test_a_killed_script_leaves_no_marker() -> None:
+    # SIGTERM (time limit, scancel) ends the script without the EXIT trap's marker, so the
+    # provider takes Slurm's TIMEOUT/CANCELLED instead of "exited with status 143"
+    text = _provider.trap_lines("/m.exit")
+    assert "trap 'trap - EXIT; exit 143' TERM" in text
+    assert "trap 'trap - EXIT; exit 130' INT" in text

@@ -4,6 +4,7 @@ carry the engine's one-line message (a fake pull function stands in for the engi
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,3 +64,11 @@ def test_a_failed_pull_stays_failed_with_the_message() -> None:
 ])
 def test_pullable(url: str, expected: bool) -> None:
     assert pullable(url) is expected
+
+
+def test_a_scheme_less_file_is_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "tool.img").write_bytes(b"hsqs")
+    assert pullable("images/tool.img") is False  # Snakemake runs the file itself
+    assert pullable("images/other.img") is True  # no such file: a registry reference
