@@ -9,7 +9,6 @@ under its lock: engine/store.)
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["replace_file"]
@@ -17,6 +16,8 @@ __all__ = ["replace_file"]
 
 def replace_file(path: Path, text: str, *, mode: int = 0o644, fsync: bool = False) -> None:
     """Atomically make ``path`` hold ``text`` (UTF-8), with permissions ``mode``."""
+    import tempfile  # not at import: 'hpc-exec run' starts faster without it
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -25,10 +25,8 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess  # noqa: TID251 - this module is the one wrapper
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,10 +114,21 @@ def require(program: str) -> str:
             return program
         found = None
     else:
-        found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+        found = _which(program, os.environ.get("PATH", os.defpath)) or \
+            _which(program, "/usr/sbin:/sbin")
     if not found:
         raise MissingDependency(program, DEBIAN_PACKAGES.get(os.path.basename(program)))
     return found
+
+
+def _which(program: str, path: str) -> str | None:
+    """shutil.which for a bare name, without importing shutil (every 'hpc-exec run' asks
+    for runc, and shutil with its compression modules costs more than the search)."""
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,8 @@ def feed(
     BrokenPipeError; its exit status is then reported instead.
     """
     exe, argv, safe = _prepare(argv, "running", desc)
+    import tempfile  # not at import: 'hpc-exec run' starts faster without it
+
     with tempfile.TemporaryFile() as errf:
         proc = subprocess.Popen(
             [exe, *argv[1:]], stdin=subprocess.PIPE, stdout=errf, stderr=errf,

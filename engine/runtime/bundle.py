@@ -20,7 +20,6 @@ namespace exits, even after SIGKILL; :meth:`Bundle.close` unmounts it early on a
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -175,6 +174,8 @@ def prepare(settings: Settings, squashfs: Path, root: Path, rootless: bool) -> B
         for name in HOST_ETC_FILES:
             src = settings.hosts_file if name == "hosts" else Path("/etc") / name
             if src.exists():
+                import shutil  # rarely needed: not at import
+
                 shutil.copyfile(src, root / "etc" / name)
                 bundle.extra_mounts.append(Mount(str(root / "etc" / name), f"/etc/{name}"))
     except BaseException:

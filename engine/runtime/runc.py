@@ -10,10 +10,9 @@ the mount namespace.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from hpc_exec.errors import MissingDependency
+from hpc_exec import process
 
 __all__ = ["find_runc", "log_errors", "run_argv"]
 
@@ -21,10 +20,7 @@ __all__ = ["find_runc", "log_errors", "run_argv"]
 def find_runc(configured: Path | None) -> str:
     if configured is not None:
         return str(configured)
-    found = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/sbin")
-    if not found:
-        raise MissingDependency("runc", "runc")
-    return found
+    return process.require("runc")
 
 
 def run_argv(runc: str, *, bundle: Path, container_id: str, state_dir: Path, log_path: Path,

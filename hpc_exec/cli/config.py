@@ -9,7 +9,9 @@ directory) and the site's values, given as options or found on this host:
 * ``MPI_LIBS``: ``--mpi-libs``, else the host's MPICH-ABI libraries (``libmpich*.so.12``) in
   the multiarch library directory; ``MPI_DEPENDENCY_LIBS``: ``--mpi-dependency-libs``;
 * ``GLIBC_LIBS``: ``--glibc-libs``, else the host's glibc libraries found there;
-* ``OFI_PROVIDER``: ``--ofi-provider``; the NVIDIA entry only where its hook program exists.
+* ``OFI_PROVIDER``: ``--ofi-provider``; the NVIDIA entry only where its hook program exists;
+* the AMD GPU entry (``when: always``) only where ``/dev/kfd`` exists, or with ``--amdgpu yes``:
+  on a node without AMD GPUs it would start an interpreter for every container and do nothing.
 
 A sample with a value neither given nor found is left out, and the command says why. Files are
 written to a temporary name and renamed; existing files are kept unless ``--force``.
@@ -54,6 +56,9 @@ def add_parser(sub: Any) -> None:
                       "(GLIBC_LIBS); default: the host's")
     init.add_argument("--ofi-provider", help="a libfabric provider library to mount at "
                       "<FI_PROVIDER_PATH> (enables the OFI mount hook)")
+    init.add_argument("--amdgpu", choices=("auto", "yes", "no"), default="auto",
+                      help="write the AMD GPU hook (runs for every container): auto = where "
+                      "/dev/kfd exists on this host (default), e.g. on a GPU node")
     init.add_argument("--force", action="store_true", help="replace existing files")
     init.set_defaults(handler=config_init_command)
 
@@ -80,18 +85,29 @@ def detect_values() -> dict[str, str]:
             "GLIBC_LIBS": _found([f"{d}/{name}" for d in dirs for name in GLIBC_SONAMES])}
 
 
+# samples that act only where a device exists on the node, and run for every container
+DEVICE_SAMPLES = {"03-amdgpu-hook.json": "/dev/kfd"}
+
+
 def plan_hooks(samples: dict[str, str], values: dict[str, str],
-               exists: Any = os.path.exists) -> tuple[dict[str, str], dict[str, str]]:
+               exists: Any = os.path.exists, *, amdgpu: str = "auto"
+               ) -> tuple[dict[str, str], dict[str, str]]:
     """(file name -> filled text, file name -> why it was left out), pure but for ``exists``.
 
-    A sample is left out when a placeholder it uses has no value, or (NVIDIA) when the hook
-    program it names is not installed.
+    A sample is left out when a placeholder it uses has no value, (NVIDIA) when the hook
+    program it names is not installed, or (AMD GPU; ``amdgpu`` "auto") when its device is not
+    on this host; ``amdgpu`` "yes"/"no" writes or leaves it out whatever the host has.
     """
     from hpc_exec.hooks import fill_sample
 
     written: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for name, text in sorted(samples.items()):
+        device = DEVICE_SAMPLES.get(name)
+        if device and (amdgpu == "no" or (amdgpu == "auto" and not exists(device))):
+            skipped[name] = ("--amdgpu no" if amdgpu == "no" else
+                             f"no {device} on this host (--amdgpu yes writes it)")
+            continue
         empty = sorted(k for k, v in values.items() if not v and f"@{k}@" in text
                        and k != "MPI_DEPENDENCY_LIBS")
         if empty:
@@ -119,8 +135,8 @@ def _write(path: Path, text: str, force: bool) -> bool:
     return True
 
 
-def write_hooks_dir(hooks_dir: Path, values: dict[str, str], *, force: bool
-                    ) -> tuple[list[tuple[Path, bool]], dict[str, str]]:
+def write_hooks_dir(hooks_dir: Path, values: dict[str, str], *, force: bool,
+                    amdgpu: str = "auto") -> tuple[list[tuple[Path, bool]], dict[str, str]]:
     """Fill the packaged hook samples with ``values`` (see hooks.sample_values) into
     ``hooks_dir``: ([(file, kept because it existed)], {sample: why it was left out})."""
     import hpc_exec.hooks
@@ -128,7 +144,7 @@ def write_hooks_dir(hooks_dir: Path, values: dict[str, str], *, force: bool
 
     samples_dir = Path(hpc_exec.hooks.__file__).resolve().parent / "samples"
     samples = {p.name: p.read_text() for p in samples_dir.glob("*.json")}
-    written, skipped = plan_hooks(samples, sample_values(**values))
+    written, skipped = plan_hooks(samples, sample_values(**values), amdgpu=amdgpu)
     hooks_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     results = [(hooks_dir / name, not _write(hooks_dir / name, text, force))
                for name, text in written.items()]
@@ -166,7 +182,8 @@ def config_init_command(args: argparse.Namespace) -> int:
               f"securityChecks: true\nhooksDir: {hooks_dir}\n")
     dest.mkdir(parents=True, exist_ok=True)
     results = [(dest / "config.yaml", not _write(dest / "config.yaml", config, args.force))]
-    hook_results, skipped = write_hooks_dir(hooks_dir, values, force=args.force)
+    hook_results, skipped = write_hooks_dir(hooks_dir, values, force=args.force,
+                                             amdgpu=args.amdgpu)
     out = sys.stdout
     for path, kept in results + hook_results:
         out.write(f"{'kept' if kept else 'wrote'} {path}"

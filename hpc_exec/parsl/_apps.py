@@ -6,7 +6,8 @@ Built on ``bash_app``: the decorated function returns a command (a string, run b
 neither Python nor parsl. The container's exit status is the task's (``hpc-exec run`` passes it
 through), so a failing command raises Parsl's ``BashExitFailure`` with its exit code, and
 ``stdout=``/``stderr=`` arguments of the function redirect the container's output as they do
-for a bash_app. The image is pulled once on the submit host, at the first call.
+for a bash_app. The image is pulled once on the submit host, at the first call, and every task runs the
+image as pulled then (``name@digest``), even if its tag moves later.
 
 The tasks' executor must be able to run ``hpc-exec`` (a plain HTEX or a ThreadPoolExecutor,
 not one whose workers are themselves in a container).
@@ -28,6 +29,8 @@ from hpc_exec.parsl import _check
 from hpc_exec.parsl._launcher import hpc_exec_program
 
 __all__ = ["ContainerApp", "container_app", "container_command"]
+
+PINNED = "_hpc_exec_image"  # the keyword that carries the pulled image to the task
 
 
 def container_command(image: str, command: str | Sequence[str], *,
@@ -62,8 +65,8 @@ class ContainerApp:
         functools.update_wrapper(self, app)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        _check.ensure_pulled(self.image)
-        return self.app(*args, **kwargs)
+        pinned = _check.ensure_pulled(self.image)
+        return self.app(*args, **{PINNED: pinned}, **kwargs)
 
 
 def container_app(image: str, *, binds: Sequence[Any] = (), env: dict[str, str] | None = None,
@@ -86,7 +89,8 @@ def container_app(image: str, *, binds: Sequence[Any] = (), env: dict[str, str] 
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> str:
             # runs on the worker, with the task's resolved arguments
-            return container_command(image, func(*args, **kwargs), binds=binds, env=env,
+            pinned = kwargs.pop(PINNED, image)
+            return container_command(pinned, func(*args, **kwargs), binds=binds, env=env,
                                      program=program, run_options=run_options)
 
         app = bash_app(command, executors=executors, cache=cache,

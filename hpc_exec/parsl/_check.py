@@ -122,12 +122,14 @@ def compare(image: str, local: ImageFacts, found: ImageFacts) -> None:
             "on its PATH", hint="install parsl with pip so that its scripts land on PATH")
 
 
-_pulled: dict[str, str] = {}  # reference -> digest, for this process
+_pulled: dict[str, str] = {}  # reference -> pinned reference, for this process
 _pull_lock = threading.Lock()
 
 
 def ensure_pulled(image: str) -> str:
-    """Pull ``image`` into the shared cache once per process; return its digest.
+    """Pull ``image`` into the shared cache once per process; return it pinned to what was
+    pulled (``server/repository@digest``), so that the jobs run the image that was checked
+    even if the tag moves meanwhile (they then fail, naming the digest, instead).
 
     A squashfs file is used as it is. Pull errors become ImageCheckFailed."""
     if engine.is_squashfs_path(image):
@@ -139,7 +141,7 @@ def ensure_pulled(image: str) -> str:
             except HpcExecError as exc:
                 raise ImageCheckFailed(image, f"cannot pull image {image}: {exc}",
                                        hint=exc.hint) from exc
-            _pulled[image] = entry.digest
+            _pulled[image] = f"{entry.server}/{entry.repository}@{entry.digest}"
             log.info("pulled %s (%s) for the Parsl workers", image, entry.digest)
         return _pulled[image]
 

@@ -120,6 +120,7 @@ class ContainerLauncher(Launcher):
         self.check_timeout = check_timeout
         self._lock = threading.Lock()
         self._prepared: dict[tuple[Any, ...], Future[None]] = {}
+        self._pinned: str | None = None  # the image as pulled (name@digest), once prepared
         # Fail on bad binds/env/options now, in the user's config, not at the first block.
         self.options("")
 
@@ -142,7 +143,7 @@ class ContainerLauncher(Launcher):
 
     def command_prefix(self, script_dir: str) -> list[str]:
         """``hpc-exec run [options] IMAGE --``: what goes in front of the pool command."""
-        argv = engine.command_line(self.image, self.options(script_dir),
+        argv = engine.command_line(self._pinned or self.image, self.options(script_dir),
                                    program=hpc_exec_program())
         for word in argv:
             if _HEREDOC_UNSAFE.search(word):
@@ -179,15 +180,16 @@ class ContainerLauncher(Launcher):
 
     def _prepare(self, options: Any, future: Future[None]) -> None:
         try:
-            _check.ensure_pulled(self.image)
+            pinned = _check.ensure_pulled(self.image)
             if self.check:
-                found = _check.probe(self.image, options, self.check_timeout)
+                found = _check.probe(pinned, options, self.check_timeout)
                 _check.compare(self.image, _check.local_facts(), found)
                 log.info("image %s serves parsl %s on Python %s", self.image, found.parsl,
                          found.python)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             future.set_exception(exc)
         else:
+            self._pinned = pinned
             future.set_result(None)
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int,

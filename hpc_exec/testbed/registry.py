@@ -69,15 +69,18 @@ def render_site_config(plain_registry: str, hosts_file: Path, hooks_dir: Path) -
 
 def write_site_config(state: TestbedState, layout: TestbedLayout) -> None:
     """Write the nodes' hosts file, the standard hooks.d (this installation's paths, written
-    anew on every ``up``) and the site config that names them and the registry."""
+    anew on every ``up``: what ``config init`` leaves out here is removed) and the site config
+    that names them and the registry."""
     from hpc_exec.cli.config import standard_hook_values, write_hooks_dir
     from hpc_exec.testbed.slurm import render_hosts
 
     host_hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else ""
     replace_file(layout.hosts_file, render_hosts(host_hosts, state.nodes))
     layout.hook_base_dir.mkdir(mode=0o755, exist_ok=True)
-    write_hooks_dir(layout.hooks_dir, standard_hook_values(str(layout.hook_base_dir)),
-                    force=True)
+    _, skipped = write_hooks_dir(layout.hooks_dir,
+                                 standard_hook_values(str(layout.hook_base_dir)), force=True)
+    for name in skipped:  # written by an earlier 'up' on a host that had it (or older code)
+        (layout.hooks_dir / name).unlink(missing_ok=True)
     replace_file(layout.site_config,
                   render_site_config(registry_address(state, "plain"), layout.hosts_file,
                                      layout.hooks_dir))

@@ -30,3 +30,21 @@ def test_samples_with_missing_values_or_programs_are_left_out() -> None:
     assert skipped == {"02-no-ofi.json": "no value for OFI_PROVIDER",
                        "04-vendor.json": "/usr/bin/vendor-hook is not installed",
                        "05-unknown.json": "no value for the placeholder(s) @NOT_A_VALUE@"}
+
+
+def test_amdgpu_sample_follows_the_hosts_device_unless_forced() -> None:
+    samples = {"03-amdgpu-hook.json": _sample("@PYTHON@"), "01-ok.json": _sample("@PYTHON@")}
+    values = {"PYTHON": "/venv/bin/python"}
+    without_gpu = {"/venv/bin/python"}
+    with_gpu = without_gpu | {"/dev/kfd"}
+
+    def plan(present: set[str], amdgpu: str) -> tuple[list[str], dict[str, str]]:
+        written, skipped = plan_hooks(samples, values, exists=present.__contains__,
+                                      amdgpu=amdgpu)
+        return sorted(written), skipped
+
+    assert plan(without_gpu, "auto") == (
+        ["01-ok.json"], {"03-amdgpu-hook.json": "no /dev/kfd on this host (--amdgpu yes writes it)"})
+    assert plan(with_gpu, "auto") == (["01-ok.json", "03-amdgpu-hook.json"], {})
+    assert plan(without_gpu, "yes") == (["01-ok.json", "03-amdgpu-hook.json"], {})
+    assert plan(with_gpu, "no") == (["01-ok.json"], {"03-amdgpu-hook.json": "--amdgpu no"})

@@ -169,6 +169,60 @@ def test_pull_errors_become_check_failures(monkeypatch: pytest.MonkeyPatch) -> N
         _check.ensure_pulled(IMAGE)
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_pull_pins_the_image_to_its_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from hpc_exec import engine
+
+    pulls: list[str] = []
+
+    def pull(ref: str) -> Any:
+        pulls.append(ref)
+        return SimpleNamespace(server="registry.example:5000", repository="ns/img",
+                               digest=DIGEST)
+
+    monkeypatch.setattr(engine, "pull", pull)
+    monkeypatch.setattr(_check, "_pulled", {})
+    pinned = f"registry.example:5000/ns/img@{DIGEST}"
+    assert _check.ensure_pulled(IMAGE) == pinned
+    assert _check.ensure_pulled(IMAGE) == pinned and pulls == [IMAGE]  # once per process
+    assert _check.ensure_pulled("/data/img.sqfs") == "/data/img.sqfs"  # a file: as it is
+
+
+def test_jobs_run_the_image_that_was_checked(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    pinned = f"registry.example:5000/ns/img@{DIGEST}"
+    probed: list[str] = []
+    monkeypatch.setattr(_check, "ensure_pulled", lambda image: pinned)
+    monkeypatch.setattr(_check, "probe", lambda image, options, timeout:
+                        probed.append(image) or _check.ImageFacts(LOCAL.python, LOCAL.parsl, "/p"))
+    monkeypatch.setattr(_check, "local_facts", lambda: LOCAL)
+    monkeypatch.setattr(_launcher, "hpc_exec_program", lambda: ["/opt/venv/bin/hpc-exec"])
+    text = hp.ContainerLauncher(IMAGE, inner=SingleNodeLauncher())("pool.py", 1, 1, "")
+    assert probed == [pinned]
+    assert f" {pinned} -- pool.py" in text and f"{IMAGE} " not in text
+
+
+def test_container_app_tasks_get_the_pinned_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned = f"registry.example:5000/ns/img@{DIGEST}"
+    monkeypatch.setattr(_check, "ensure_pulled", lambda image: pinned)
+    seen: dict[str, Any] = {}
+
+    @hp.container_app(IMAGE)
+    def echo(word: str) -> list[str]:
+        return ["echo", word]
+
+    monkeypatch.setattr(echo, "app", lambda *args, **kwargs: seen.update(kwargs) or "future")
+    assert echo("hi") == "future"
+    from hpc_exec.parsl import _apps
+
+    assert seen == {_apps.PINNED: pinned}
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"image": " "}, "image must not be empty"),
     ({"image": IMAGE, "binds": ["relative:/x"]}, "relative"),

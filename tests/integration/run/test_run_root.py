@@ -208,6 +208,8 @@ def test_config_init_writes_a_site_that_runs_its_hooks(run_site: RunSite) -> Non
                        str(run_site.root / "hook-base"), check=True)
     assert f"wrote {dest}/hooks.d/00-timestamp-hook.json" in out.stdout
     assert "left out 07-mount-hook-ofi-provider.json: no value for OFI_PROVIDER" in out.stdout
+    if not os.path.exists("/dev/kfd"):
+        assert "left out 03-amdgpu-hook.json: no /dev/kfd on this host" in out.stdout
     config = dest / "config.yaml"
     # the site's own setting for the testbed registry, as an admin would add it
     with open(config, "a") as f:
