@@ -40,9 +40,42 @@ HOT_COMMANDS = {"run": "hpc_exec.cli.run", "pull": "hpc_exec.cli.images",
                 "apptainer": "hpc_exec.cli.apptainer"}
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter without ``import shutil``: argparse builds one per argument added,
+    and the stock one imports shutil (and its compression modules) for the terminal width,
+    which every ``hpc-exec run`` would pay. The width is found the same way: $COLUMNS, else
+    the terminal's, else 80."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _columns() - 2)
+
+
+def _columns() -> int:
+    import os
+
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subparsers (same class) all use :class:`_Formatter`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or only of ``command`` when it is a hot one."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpc-exec",
         description="Run OCI containers on HPC clusters, images pulled once into a squashfs cache.",
         epilog="Exit codes: see docs/exit-codes.md. Run 'hpc-exec COMMAND --help' for a command.",
