@@ -14,7 +14,6 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,16 +26,14 @@ __all__ = ["EnvironmentEdits", "LockTimings", "Settings", "SquashfsOptions", "Us
 DEFAULT_PATH = Path("/etc/hpc-exec/config.yaml")
 
 
-@dataclass(frozen=True)
-class LockTimings:
+class LockTimings(NamedTuple):
     """``repositoryMetadataLockTimings``: how long to wait for the index lock, when to warn."""
 
     timeout_ms: int = 60_000
     warning_ms: int = 10_000
 
 
-@dataclass(frozen=True)
-class SquashfsOptions:
+class SquashfsOptions(NamedTuple):
     compression: str = "zstd"
     level: int = 3
     block_size: int = 1 << 20
@@ -51,8 +48,9 @@ def _install_prefix() -> str:
     return str(Path(__file__).resolve().parent)
 
 
-# The run side's two groups are NamedTuples: a dataclass costs 1-2 ms to create at import,
-# and 'hpc-exec run' imports this module on every task.
+# Every settings class is a NamedTuple, not a dataclass: a dataclass costs 1-2 ms to create
+# at import, and the dataclasses module (with inspect) more, and 'hpc-exec run' imports this
+# module on every task.
 class UserMountRules(NamedTuple):
     """``userMounts``: destinations a user ``--mount`` may not use (site mounts are exempt).
 
@@ -72,15 +70,14 @@ class EnvironmentEdits(NamedTuple):
     unset: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     source: str = "built-in defaults"
     local_repository_base_dir: Path | None = None  # None: $HPC_EXEC_HOME, else ~/.hpc-exec
     centralized_repository_dir: Path | None = None  # read-only for users
     shared_repository_dir: Path | None = None  # group-writable; replaces the local one if set
     temp_dir: Path = Path("/tmp")
-    squashfs: SquashfsOptions = field(default_factory=SquashfsOptions)
-    repository_metadata_lock_timings: LockTimings = field(default_factory=LockTimings)
+    squashfs: SquashfsOptions = SquashfsOptions()
+    repository_metadata_lock_timings: LockTimings = LockTimings()
     insecure_registries: tuple[str, ...] = ()
     registry_timeout_ms: int = 60_000  # one registry request (connect, or a silent read)
     registry_retries: int = 4  # attempts after the first, on resets, timeouts and 5xx
@@ -97,8 +94,8 @@ class Settings:
     ram_filesystem_type: str = "tmpfs"
     site_mounts: tuple[Mount, ...] = ()  # parsed here, once (hpc_exec.mountspec)
     site_devices: tuple[Device, ...] = ()
-    environment: EnvironmentEdits = field(default_factory=EnvironmentEdits)
-    user_mounts: UserMountRules = field(default_factory=UserMountRules)
+    environment: EnvironmentEdits = EnvironmentEdits()
+    user_mounts: UserMountRules = UserMountRules()
     seccomp_profile: Path | None = None
     apparmor_profile: str | None = None
     selinux_label: str | None = None

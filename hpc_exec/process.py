@@ -29,7 +29,6 @@ import signal
 import subprocess  # noqa: TID251 - this module is the one wrapper
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -131,8 +130,7 @@ def _which(program: str, path: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Completed:
+class Completed(NamedTuple):  # not a dataclass: keeps dataclasses off the run path
     argv: list[str]
     returncode: int
     stdout: str
