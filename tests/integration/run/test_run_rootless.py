@@ -158,7 +158,7 @@ def test_rootless_background_leftovers_are_killed(rootless: Rootless) -> None:
 def test_rootless_restrictive_umask_and_private_config_json(rootless: Rootless,
                                                             run_site: RunSite) -> None:
     # Issue 13, items 7 and 10: umask 777 breaks nothing, and a hook (running as the caller,
-    # who owns the bundle) still reads config.json, which is 0600 as in Sarus.
+    # who owns the bundle) still reads config.json, which is 0600 as in Sarus; item 4 rootless.
     base = rootless.root / "umask-site"
     base.mkdir(mode=0o755)
     (base / "hooks.d").mkdir(mode=0o755)
@@ -187,3 +187,8 @@ def test_rootless_restrictive_umask_and_private_config_json(rootless: Rootless,
                       desc="hpc-exec run (rootless, umask 777)")
     assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
     assert (out_dir / "mode").read_text() == "0o600"
+    if os.path.isfile("/etc/resolv.conf"):  # item 4: the image has none; the host's is there
+        out = site.run(str(site.image), "cat", "/etc/resolv.conf")
+        assert out.returncode == 0, out.stderr
+        with open("/etc/resolv.conf") as f:
+            assert out.stdout == f.read()
