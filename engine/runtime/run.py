@@ -137,7 +137,8 @@ def narrow_devices(site: list[Any], user: list[Any], specs: Sequence[Device]) ->
     narrow its access, never widen it: a wider one is a SecurityError naming the device. The
     cgroup allows, per device, the union of the access the user asked for (each part of the
     site's), else the site's: so the site's own entry is narrowed too, as the rules are per
-    device, not per path (runc keeps allow rules in order; a later wider one would win)."""
+    device number, not per path, and allow rules add up (a wider rule anywhere would widen
+    the device)."""
     if not site or not user:
         return [*site, *user]
     granted: dict[tuple[str, int, int], set[str]] = {}
