@@ -38,6 +38,7 @@ from hpc_exec.engine.runtime.options import (
     ImageConfig,
     RunOptions,
     check_env_name,
+    effective_pid,
     parse_annotation,
     parse_env_option,
 )
@@ -139,7 +140,7 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
                 env: Mapping[str, str] | None = None, env_passthrough: Iterable[str] = (),
                 clean_env: bool = False, workdir: str | None = None,
                 home: str | None = None, entrypoint: str | None = None, init: bool = False,
-                pid: str = "host", mpi: bool = False, mpi_type: str | None = None,
+                pid: str | None = None, mpi: bool = False, mpi_type: str | None = None,
                 glibc: bool = False, ssh: bool = False, sync: bool = False,
                 annotations: Mapping[str, str] | None = None, tty: bool = False,
                 debug: bool = False) -> RunOptions:
@@ -159,20 +160,20 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
     if home:
         all_mounts.append(bind(home, home))
         env_items.append(("HOME", home))
-    if pid not in ("host", "private"):
-        raise InvalidInput(f"invalid pid {pid!r} (expected host or private)")
     if workdir is not None and not workdir.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {workdir!r}")
     for key in (annotations or {}):
         if not key or "=" in key:
             raise InvalidInput(f"invalid annotation key {key!r}")
-    return RunOptions(
+    options = RunOptions(
         command=tuple(command), mounts=tuple(all_mounts),
         devices=tuple(parse_device(d) if isinstance(d, str) else d for d in devices),
         env=tuple(env_items), clean_env=clean_env, workdir=workdir, entrypoint=entrypoint,
         init=init, pid=pid, mpi=mpi, mpi_type=mpi_type, glibc=glibc, ssh=ssh, sync=sync,
         annotations=tuple((k, str(v)) for k, v in (annotations or {}).items()), tty=tty,
         log_level="debug" if debug else None)
+    effective_pid(options)  # InvalidInput for a bad pid or ssh with pid="host"
+    return options
 
 
 def command_line(image: str | os.PathLike[str], options: RunOptions, *,
@@ -205,7 +206,7 @@ def command_line(image: str | os.PathLike[str], options: RunOptions, *,
     for flag in ("init", "mpi", "glibc", "ssh", "sync", "tty"):
         if getattr(options, flag):
             argv.append(f"--{flag}")
-    if options.pid != "host":
+    if options.pid is not None:
         argv.append(f"--pid={options.pid}")
     if options.mpi_type is not None:
         argv.append(f"--mpi-type={options.mpi_type}")
@@ -330,13 +331,16 @@ def run(image: Any, command: Sequence[str] = (), *, options: RunOptions | None =
         options = run_options(command, **kwargs)
     elif kwargs or command:
         raise InvalidInput("give either options= or command and run_options() keywords")
-    child_env = None
+    from hpc_exec.engine.runtime.run import host_environ
+
+    host = host_environ()  # this interpreter's locale coercion is not the host's locale
+    child_env = None if host is os.environ else dict(host)
     if settings is not None:
         if not settings.source.startswith("/"):
             raise InvalidInput(f"engine.run needs settings loaded from a file (these come "
                                f"from {settings.source}): the container is run by a child "
                                "process, which reads the site config itself")
-        child_env = {**os.environ, "HPC_EXEC_CONFIG": settings.source}
+        child_env = {**host, "HPC_EXEC_CONFIG": settings.source}
     resolved = resolve(image, centralized=centralized, settings=settings)  # errors: here
     report_r, report_w = os.pipe()
     env_fd = _env_memfd(options) if options.env else -1

@@ -13,8 +13,10 @@ namespace exits, even after SIGKILL; :meth:`Bundle.close` unmounts it early on a
   mount exists before the daemon serves it; it dies with us via PR_SET_PDEATHSIG);
 * an overlay at ``rootfs`` (``rootfsFolder``) with its upper and work dirs on the tmpfs,
   mounted ``nosuid,nodev`` (the final nosuid remount Sarus does, done in one step);
-* copies of the host's ``/etc/passwd``, ``/etc/group`` and ``/etc/hosts`` that config.json
-  bind-mounts over the image's (runc resolves destinations safely inside the rootfs).
+* copies of the host's ``/etc/passwd``, ``/etc/group``, ``/etc/hosts`` and
+  ``/etc/resolv.conf`` that config.json bind-mounts over the image's, or where the image has
+  none (runc resolves destinations safely inside the rootfs and creates missing ones): as in
+  Sarus, names resolve in the container as on the host, whatever the image ships.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from hpc_exec.mountspec import Mount
 
 __all__ = ["Bundle", "bundle_dir", "enter_private_namespace", "prepare"]
 
-HOST_ETC_FILES = ("passwd", "group", "hosts")
+HOST_ETC_FILES = ("passwd", "group", "hosts", "resolv.conf")
 
 
 def enter_private_namespace(rootless: bool) -> None:
@@ -96,6 +98,15 @@ class Bundle:
     @property
     def pid_file(self) -> Path:
         return self.root / "container.pid"
+
+    def write_config(self, text: str) -> None:
+        """Write config.json, mode 0600 as Sarus does: the hooks that read it run as root (or,
+        rootless, as the caller, its owner)."""
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                     0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
 
     def close(self) -> None:
         """Unmount everything (lazily: a straggler cannot block us) and stop squashfuse_ll."""

@@ -30,7 +30,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,6 +59,7 @@ class _Plan(NamedTuple):
     seccomp: dict[str, Any] | None
     runc: str
     pmi_fd: int | None = None  # srun's PMI socket, handed to the container as fd 3
+    pid_private: bool = False  # --pid=private, or --ssh
 
 
 # srun --mpi=pmi2 (or pmi1) gives each task a socket to its PMI server in PMI_FD. runc passes a
@@ -129,6 +130,59 @@ def _device_node(spec: Device) -> Any:
                       stat.S_IMODE(st.st_mode), spec.access)
 
 
+def narrow_devices(site: list[Any], user: list[Any], specs: Sequence[Device]) -> list[Any]:
+    """The device nodes of a run, site ones first, for config.json's devices and cgroup rules.
+
+    A user ``--device`` on a device the site grants (same type, major and minor) may only
+    narrow its access, never widen it: a wider one is a SecurityError naming the device. The
+    cgroup allows, per device, the union of the access the user asked for (each part of the
+    site's), else the site's: so the site's own entry is narrowed too, as the rules are per
+    device number, not per path, and allow rules add up (a wider rule anywhere would widen
+    the device)."""
+    if not site or not user:
+        return [*site, *user]
+    granted: dict[tuple[str, int, int], set[str]] = {}
+    for node in site:
+        granted.setdefault((node.type, node.major, node.minor), set()).update(node.access)
+    asked: dict[tuple[str, int, int], set[str]] = {}
+    for node, spec in zip(user, specs):
+        key = (node.type, node.major, node.minor)
+        if key not in granted:
+            continue
+        if not set(node.access) <= granted[key]:
+            from hpc_exec.errors import SecurityError
+
+            site_access = "".join(c for c in "rwm" if c in granted[key])
+            raise SecurityError(f"--device {spec.source}: access '{node.access}' is wider than "
+                                f"the '{site_access}' the site grants that device "
+                                f"(siteDevices); ask for '{site_access}' or less, e.g. "
+                                f"--device {spec.source}:{spec.destination}:{site_access}")
+        asked.setdefault(key, set()).update(node.access)
+
+    def narrowed(node: Any) -> Any:
+        access = asked.get((node.type, node.major, node.minor))
+        if access is None:
+            return node
+        return node._replace(access="".join(c for c in "rwm" if c in access))
+
+    return [narrowed(n) for n in site] + [narrowed(n) for n in user]
+
+
+# Python's locale coercion can have changed this process's LC_CTYPE (PEP 538); the host
+# environment is the one it started with (see options.uncoerced_environ).
+def _initial_environ() -> bytes:
+    with open("/proc/self/environ", "rb") as f:
+        return f.read()
+
+
+def host_environ() -> Mapping[str, str]:
+    """The host environment a container inherits: ``os.environ`` less Python's locale
+    coercion."""
+    from hpc_exec.engine.runtime.options import uncoerced_environ
+
+    return uncoerced_environ(os.environ, _initial_environ)
+
+
 # The engine's flags and the annotations a hook must select on to answer them (issue 12,
 # item 14): a flag that sets an annotation no hook reads would silently do nothing.
 FLAG_ANNOTATIONS = (
@@ -178,19 +232,19 @@ def plan(options: RunOptions, image: Image, settings: Settings,
     for spec in options.mounts:
         if not os.path.exists(spec.source):
             raise InvalidInput(f"mount source {spec.source} does not exist")
-    devices = [_device_node(d) for d in (*settings.site_devices, *options.devices)]
+    pid = opts.effective_pid(options)
+    devices = narrow_devices([_device_node(d) for d in settings.site_devices],
+                             [_device_node(d) for d in options.devices], options.devices)
     args = opts.process_args(image.config, options.command, options.entrypoint)
-    host = os.environ if host_env is None else host_env
+    host = host_environ() if host_env is None else host_env
     edits = settings.environment
     env = opts.merge_environment(host, image.config, site_set=edits.set,
                                  site_prepend=edits.prepend, site_append=edits.append,
                                  site_unset=edits.unset, user=options.env,
-                                 clean=options.clean_env)
+                                 clean=options.clean_env, init=options.init)
     pmi_fd = _pmi_fd(env)
     if pmi_fd is not None:
         env["PMI_FD"] = str(CONTAINER_PMI_FD)
-    if options.pid not in ("host", "private"):
-        raise InvalidInput(f"invalid --pid {options.pid!r} (expected host or private)")
     ann = opts.merge_annotations(mpi=options.mpi, mpi_type=options.mpi_type,
                                  default_mpi_type=settings.default_mpi_type,
                                  glibc=options.glibc, ssh=options.ssh, sync=options.sync,
@@ -244,7 +298,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
         check_all(trusted)
     return _Plan(args, env, cwd, all_mounts, devices, ann,
                  hookconfig.hooks_by_stage(selected, settings.merge_hooks), init_path,
-                 idmap_helper, seccomp, runc_path, pmi_fd)
+                 idmap_helper, seccomp, runc_path, pmi_fd, pid == "private")
 
 
 # -- the watchdog ----------------------------------------------------------------------------
@@ -360,17 +414,17 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
-            pid_private=options.pid == "private", annotations=p.annotations, hooks=p.hooks,
+            pid_private=p.pid_private, annotations=p.annotations, hooks=p.hooks,
             mounts=[*mounts, *b.extra_mounts], devices=p.devices, init_path=p.init_path,
             seccomp=p.seccomp, apparmor_profile=settings.apparmor_profile,
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
-        b.config_path.write_text(json.dumps(config))
+        b.write_config(json.dumps(config))
         argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
                              state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
-                           options.pid != "private" else None,
+                           not p.pid_private else None,
                            fd_map={} if p.pmi_fd is None else {CONTAINER_PMI_FD: p.pmi_fd},
                            own_process_group=not options.tty)
         if status != 0:
@@ -499,4 +553,10 @@ def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
     :func:`hpc_exec.engine.run`, which runs ``hpc-exec run`` as a child process."""
     settings = settings or load_settings()
     p = plan(options, image, settings, host_env)  # bad input fails here, before any namespace
+    # The caller's umask must not decide the modes of what the run creates: the bundle, the
+    # overlay's upper layer (which gives the rootfs its root directory), the /etc copies,
+    # runc's mount points and the hooks' files. Under umask 777 the container user could
+    # not even look up /bin/echo. Sarus sets the same at its start; the container itself
+    # gets runc's 0022.
+    os.umask(0o022)
     return _run_here(options, image, settings, p)

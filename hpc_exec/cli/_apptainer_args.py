@@ -341,7 +341,7 @@ class ExecPlan(NamedTuple):
     env: tuple[tuple[str, str | None], ...]  # (NAME, VALUE) sets; (NAME, None) copies the host's
     clean_env: bool
     workdir: str
-    pid: str
+    pid: str | None  # "private", or None: the engine's default (the host's)
     notes: tuple[str, ...]  # warnings to print once
 
 
@@ -417,12 +417,12 @@ def exec_plan(request: ExecRequest, *, cwd: str, environ: Mapping[str, str],
         sets.update(parse_env(text))
     sets.pop("HOME", None)  # apptainer does not let --env override HOME either
     if request.nv:
-        # The engine maps the host's CUDA_VISIBLE_DEVICES to NVIDIA_VISIBLE_DEVICES (renumbered)
-        # and the site's NVIDIA hook binds driver and devices; --nv makes sure the selection
-        # reaches the container even with --cleanenv, and selects every GPU outside Slurm.
-        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"):
-            if name in environ and name not in sets:
-                env.append((name, None))
+        # The engine maps the host's CUDA_VISIBLE_DEVICES to NVIDIA_VISIBLE_DEVICES and the
+        # container's numbering, --cleanenv or not (copying the host's value with -e would undo
+        # the renumbering), and the site's NVIDIA hook binds driver and devices; --nv keeps
+        # the host's driver capabilities with --cleanenv, and selects every GPU outside Slurm.
+        if "NVIDIA_DRIVER_CAPABILITIES" in environ and "NVIDIA_DRIVER_CAPABILITIES" not in sets:
+            env.append(("NVIDIA_DRIVER_CAPABILITIES", None))
         if "CUDA_VISIBLE_DEVICES" not in environ and "NVIDIA_VISIBLE_DEVICES" not in sets:
             if exists("/dev/nvidiactl"):
                 sets["NVIDIA_VISIBLE_DEVICES"] = "all"
@@ -444,4 +444,4 @@ def exec_plan(request: ExecRequest, *, cwd: str, environ: Mapping[str, str],
         workdir = home
     return ExecPlan(command=wrap_command(request.command, quiet=quiet), mounts=mounts,
                     env=tuple(env), clean_env=clean_env, workdir=workdir,
-                    pid="private" if request.containall else "host", notes=tuple(notes))
+                    pid="private" if request.containall else None, notes=tuple(notes))

@@ -39,8 +39,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--entrypoint", default=None, metavar="X",
                    help="replace the image's entrypoint (and drop its cmd); '' removes it")
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
-    p.add_argument("--pid", choices=("host", "private"), default="host",
-                   help="PID namespace (default: the host's, as MPI needs)")
+    p.add_argument("--pid", choices=("host", "private"), default=None,
+                   help="PID namespace (default: the host's, as MPI needs; private with --ssh)")
     p.add_argument("--mpi", action="store_true", help="enable the MPI hook (default MPI type)")
     p.add_argument("--mpi-type", default=None, metavar="T", help="enable the MPI hook for T")
     p.add_argument("--glibc", action="store_true", help="enable the glibc hook")

@@ -48,7 +48,8 @@ def test_env_and_passthrough() -> None:
     ({"binds": ["/a:/b:/c:/d"]}, "invalid bind '/a:/b:/c:/d'"),
     ({"env": {"1A": "x"}}, "invalid environment variable name '1A' in env"),
     ({"env_passthrough": ["A B"]}, "invalid environment variable name 'A B'"),
-    ({"pid": "guest"}, "invalid pid 'guest'"),
+    ({"pid": "guest"}, "invalid --pid 'guest'"),
+    ({"pid": "host", "ssh": True}, "--ssh cannot be used with --pid=host"),
     ({"workdir": "rel"}, "workdir must be an absolute path, got 'rel'"),
     ({"mounts": ["type=bind,src=/a"]}, "lacks a destination"),
 ])
@@ -115,7 +116,7 @@ _options = st.builds(
     clean_env=st.booleans(),
     workdir=st.none() | _path,
     entrypoint=st.none() | _word,
-    init=st.booleans(), pid=st.sampled_from(("host", "private")), mpi=st.booleans(),
+    init=st.booleans(), pid=st.sampled_from((None, "host", "private")), mpi=st.booleans(),
     mpi_type=st.none() | _name, glibc=st.booleans(), ssh=st.booleans(), sync=st.booleans(),
     annotations=st.lists(st.tuples(_name.map(lambda n: "com." + n), _word), max_size=3)
     .map(tuple),

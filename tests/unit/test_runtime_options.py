@@ -139,10 +139,12 @@ def test_env_option_errors() -> None:
 
 
 def test_cuda_visible_devices() -> None:
+    # each host id becomes its rank among the sorted ids (issue 13, item 1; more in
+    # test_runtime_sarus_parity.py)
     assert cuda_renumber("2,5") == "0,1"
     env = merge_environment({"CUDA_VISIBLE_DEVICES": "3,1,7"}, ImageConfig())
     assert env["NVIDIA_VISIBLE_DEVICES"] == "3,1,7"
-    assert env["CUDA_VISIBLE_DEVICES"] == "0,1,2"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,0,2"
     assert "NVIDIA_VISIBLE_DEVICES" not in merge_environment({}, ImageConfig())
 
 
@@ -156,7 +158,8 @@ def test_annotations_precedence() -> None:
     assert ann["com.hooks.ssh.enabled"] == "false"
     assert ann["com.hooks.slurm-global-sync.enabled"] == "true"
     assert merge_annotations(mpi_type="x")["com.hooks.mpi.type"] == "x"
-    assert merge_annotations(glibc=True) == {"com.hooks.glibc.enabled": "true"}
+    assert merge_annotations(glibc=True) == {"com.hooks.glibc.enabled": "true",
+                                             "com.hooks.logging.level": "2"}
 
 
 def test_image_config_from_metadata() -> None:

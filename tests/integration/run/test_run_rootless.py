@@ -14,7 +14,7 @@ import os
 import pwd
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +153,42 @@ def test_rootless_background_leftovers_are_killed(rootless: Rootless) -> None:
     out = rootless.run(str(rootless.image), "sh", "-c", "sleep 3703 & echo started",
                        timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr
+
+
+def test_rootless_restrictive_umask_and_private_config_json(rootless: Rootless,
+                                                            run_site: RunSite) -> None:
+    # Issue 13, items 7 and 10: umask 777 breaks nothing, and a hook (running as the caller,
+    # who owns the bundle) still reads config.json, which is 0600 as in Sarus; item 4 rootless.
+    base = rootless.root / "umask-site"
+    base.mkdir(mode=0o755)
+    (base / "hooks.d").mkdir(mode=0o755)
+    out_dir = base / "out"
+    out_dir.mkdir()
+    os.chown(out_dir, rootless.uid, rootless.gid)
+    probe = base / "probe.py"
+    probe.write_text("#!/usr/bin/python3\nimport json, os, sys\n"
+                     "path = os.path.join(json.load(sys.stdin)['bundle'], 'config.json')\n"
+                     "mode = os.stat(path).st_mode & 0o7777\n"
+                     "json.load(open(path))\n"
+                     f"open('{out_dir}/mode', 'w').write(oct(mode))\n")
+    os.chmod(probe, 0o755)
+    hook = base / "hooks.d" / "10-probe.json"
+    hook.write_text(json.dumps({"version": "1.0.0", "hook": {"path": str(probe)},
+                                "when": {"always": True}, "stages": ["prestart"]}))
+    os.chmod(hook, 0o644)
+    config = base / "config.yaml"
+    config.write_text(run_site.config.read_text().replace(str(run_site.hooks_dir),
+                                                          str(base / "hooks.d")))
+    os.chmod(config, 0o644)
+    site = replace(rootless, env={**rootless.env, "HPC_EXEC_CONFIG": str(config)})
+    out = process.run(["runuser", "-u", USER, "--", "sh", "-c", 'umask 777; exec "$0" "$@"',
+                       SYSTEM_PYTHON, "-m", "hpc_exec", "run", str(site.image), "/bin/echo",
+                       "hi"], timeout=120, env=site.env, cwd=site.root, check=False,
+                      desc="hpc-exec run (rootless, umask 777)")
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    assert (out_dir / "mode").read_text() == "0o600"
+    if os.path.isfile("/etc/resolv.conf"):  # item 4: the image has none; the host's is there
+        out = site.run(str(site.image), "cat", "/etc/resolv.conf")
+        assert out.returncode == 0, out.stderr
+        with open("/etc/resolv.conf") as f:
+            assert out.stdout == f.read()
