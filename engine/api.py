@@ -70,9 +70,10 @@ def load(archive: Path, ref: str, *, centralized: bool = False,
 
 
 def images(*, centralized: bool = False, settings: Settings | None = None) -> list[ImageEntry]:
-    """The entries of one repository, sorted by key."""
+    """The entries of one repository, in the order they were pulled or loaded (as Sarus lists
+    them; a pull again moves an entry last)."""
     repo = repository(centralized, settings=settings)
-    return [e for _, e in sorted(repo.index.read().items())]
+    return list(repo.index.read().values())
 
 
 def _layout(centralized: bool, settings: Settings, *,

@@ -8,7 +8,9 @@ Contract:
   ``--login`` (prompts on the terminal), or the usual auth files; they never reach argv, logs or
   files.
 * ``images`` prints REPOSITORY, TAG, IMAGE ID, CREATED, SIZE, SERVER (``--digests`` adds
-  DIGEST; ``--json`` prints the entries as JSON).
+  DIGEST; ``--json`` prints the entries as JSON), in pull order, as Sarus does: REPOSITORY is
+  what ``run`` and ``rmi`` take (``server/namespace/image``, the server left out for
+  ``docker.io``, and ``library/`` too), SIZE is 1024-based (``1.04MB``).
 * ``rmi`` prints ``removed <key>``.
 * Errors are one line with the exit code of their class (docs/exit-codes.md), by cli.main.
 
@@ -30,7 +32,7 @@ from hpc_exec.errors import InvalidInput
 if TYPE_CHECKING:
     from hpc_exec.engine import Credentials, ImageEntry
 
-__all__ = ["add_parser", "format_images", "human_size"]
+__all__ = ["add_parser", "display_name", "format_images", "human_size"]
 
 CENTRAL_HELP = "use the site's centralized repository instead of your local one"
 
@@ -176,10 +178,22 @@ def _load(args: argparse.Namespace) -> int:
 # -- images / rmi ----------------------------------------------------------------------------
 
 def human_size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n}B"
+    """Sarus' size text: 1024-based, two decimals (``1.04MB`` for 1,090,000 bytes)."""
+    size, units = float(n), ("B", "KB", "MB", "GB", "TB")
+    i = 0
+    while size > 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.2f}{units[i]}"
+
+
+def display_name(entry: ImageEntry) -> str:
+    """The REPOSITORY column: the name ``run`` and ``rmi`` find the entry by (as Sarus shows
+    it: the server unless it is docker.io, then the namespace unless it is library)."""
+    if entry.server != "docker.io":
+        return f"{entry.server}/{entry.repository}"
+    namespace, _, image = entry.repository.rpartition("/")
+    return image if namespace == "library" else entry.repository
 
 
 def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
@@ -190,7 +204,7 @@ def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
     for e in entries:
         tag = "<none>" if "@" in e.key else e.tag
         created = e.created.replace("+00:00", "")
-        rows.append([e.repository, tag, *([e.digest] if digests else []), e.short_id, created,
+        rows.append([display_name(e), tag, *([e.digest] if digests else []), e.short_id, created,
                      human_size(e.size), e.server])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
