@@ -9,7 +9,8 @@ annotations.
 * :class:`ImageConfig` is the part of an OCI image config the run side needs (entrypoint, cmd,
   env, workdir, labels), read from the image's ``metadata`` JSON.
 * :func:`process_args` applies the Sarus CLI rules: arguments after the image replace cmd;
-  ``--entrypoint X`` replaces the entrypoint and discards cmd; ``--entrypoint ""`` removes it.
+  ``--entrypoint X`` replaces the entrypoint (X split into words at blanks, as Sarus does) and
+  discards cmd; ``--entrypoint ""`` removes it.
 * :func:`merge_environment` merges, in this order: host (nothing with ``clean_env``), image,
   site set/prepend/append/unset, ``-e``. ``-e NAME`` copies the host value (ignored if unset)
   over the image's and the site's, also with ``clean_env``; ``-e NAME=`` sets it empty.
@@ -124,12 +125,13 @@ class ImageConfig(NamedTuple):
 
 
 def process_args(image: ImageConfig, args: Sequence[str], entrypoint: str | None) -> list[str]:
-    """The container's argv. ``entrypoint`` None: image's; "": none; else replaces it."""
+    """The container's argv. ``entrypoint`` None: image's; "": none; else replaces it, split
+    into words at blanks as Sarus does (``--entrypoint "echo hello"``; no quoting)."""
     if entrypoint is None:
         ep: list[str] = list(image.entrypoint)
         cmd = list(args) if args else list(image.cmd)
     else:
-        ep = [entrypoint] if entrypoint else []
+        ep = entrypoint.split()
         cmd = list(args)
     argv = ep + cmd
     if not argv:
