@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hpc_exec.cli import Once, nonempty
 from hpc_exec.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -44,11 +45,11 @@ def add_parser(sub: Any) -> None:
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--login", action="store_true",
                       help="prompt for username and password on the terminal")
-    auth.add_argument("--username", metavar="USER", help="registry user name (with "
+    auth.add_argument("--username", metavar="USER", action=Once, type=nonempty, help="registry user name (with "
                       "--password-stdin)")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin")
-    p.add_argument("--temp-dir", type=Path, metavar="DIR",
+    p.add_argument("--temp-dir", type=Path, metavar="DIR", action=Once,
                    help="where layers are downloaded (default: the site's tempDir)")
     p.add_argument("--platform", default="linux/amd64", help=argparse.SUPPRESS)
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)

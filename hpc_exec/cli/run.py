@@ -13,6 +13,8 @@ import argparse
 import os
 from typing import Any
 
+from hpc_exec.cli import Once, nonempty
+
 __all__ = ["add_parser", "hooks_command", "run_command"]
 
 
@@ -31,18 +33,19 @@ def add_parser(sub: Any) -> None:
                    help="/dev/host[:/dev/container][:rwm]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set a variable (NAME alone copies the host's value)")
-    p.add_argument("--env-file", default=None, help=argparse.SUPPRESS)  # hpc_exec.engine.run's
+    p.add_argument("--env-file", default=None, action=Once, help=argparse.SUPPRESS)  # hpc_exec.engine.run's
     p.add_argument("--clean-env", action="store_true",
                    help="start from no host variables (only the image's, the site's and -e)")
-    p.add_argument("-w", "--workdir", default=None, metavar="DIR",
+    p.add_argument("-w", "--workdir", default=None, metavar="DIR", action=Once,
                    help="working directory in the container (created if missing)")
-    p.add_argument("--entrypoint", default=None, metavar="X",
+    p.add_argument("--entrypoint", default=None, metavar="X", action=Once,
                    help="replace the image's entrypoint (and drop its cmd); '' removes it")
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
-    p.add_argument("--pid", choices=("host", "private"), default="host",
+    p.add_argument("--pid", choices=("host", "private"), default="host", action=Once,
                    help="PID namespace (default: the host's, as MPI needs)")
     p.add_argument("--mpi", action="store_true", help="enable the MPI hook (default MPI type)")
-    p.add_argument("--mpi-type", default=None, metavar="T", help="enable the MPI hook for T")
+    p.add_argument("--mpi-type", default=None, metavar="T", action=Once, type=nonempty,
+                   help="enable the MPI hook for T")
     p.add_argument("--glibc", action="store_true", help="enable the glibc hook")
     p.add_argument("--ssh", action="store_true", help="enable the SSH hook (and the barrier)")
     p.add_argument("--sync", action="store_true",
