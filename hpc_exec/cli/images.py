@@ -50,7 +50,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin")
     p.add_argument("--temp-dir", type=Path, metavar="DIR", action=Once,
-                   help="where layers are downloaded (default: the site's tempDir)")
+                   help="an existing directory where layers are downloaded (default: the "
+                   "site's tempDir)")
     p.add_argument("--platform", default="linux/amd64", help=argparse.SUPPRESS)
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)
     p.add_argument("image", metavar="REF", help="[docker://][server/][namespace/]image[:tag]"
@@ -58,10 +59,13 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=_pull)
 
     p = sub.add_parser("load", help="load a docker-save or OCI archive into the cache")
+    p.add_argument("--temp-dir", type=Path, metavar="DIR", action=Once,
+                   help="an existing scratch directory (default: the site's tempDir); the "
+                   "archive is streamed into squashfs, never unpacked")
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)
     p.add_argument("archive", type=Path, metavar="ARCHIVE")
-    p.add_argument("image", metavar="REF", help="name to store it under (without a server: "
-                   "load/library/NAME)")
+    p.add_argument("image", metavar="REF", help="name[:tag] to store it under (without a "
+                   "server: load/library/NAME; no @digest)")
     p.set_defaults(handler=_load)
 
     p = sub.add_parser("images", help="list the images in the cache")
@@ -109,9 +113,9 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 class CliReporter:
     """Sarus-style header on stdout; per-layer progress on stderr (one live line on a tty)."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.out, self.err = out, err
-        self.tty = err.isatty()
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out, self.err = out or sys.stdout, err or sys.stderr  # the streams of now
+        self.tty = self.err.isatty()
         self.lock = threading.Lock()
         self.sizes: dict[str, int] = {}
         self.done: dict[str, int] = {}
@@ -171,7 +175,7 @@ def _load(args: argparse.Namespace) -> int:
     from hpc_exec.engine import api as engine
 
     entry = engine.load(args.archive, args.image, centralized=args.centralized_repository,
-                        reporter=CliReporter())  # type: ignore[arg-type]
+                        temp_dir=args.temp_dir, reporter=CliReporter())  # type: ignore[arg-type]
     print(f'# {"squashfs image":<16} : "{entry.squashfs}"', flush=True)
     return 0
 

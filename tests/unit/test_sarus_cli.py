@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpc_exec.engine.runtime.options import ImageConfig, process_args
@@ -66,3 +68,77 @@ def test_options_after_the_image_still_belong_to_the_container() -> None:
 
     args = build_parser("run").parse_args(["run", "-w", "/a", "img", "-w", "/b", "--bogus"])
     assert args.workdir == "/a" and args.command == ["-w", "/b", "--bogus"]
+
+
+# -- items 13 and 14 ---------------------------------------------------------------------------
+
+def _repo(tmp_path: Path) -> object:
+    from hpc_exec.config import Settings
+    from hpc_exec.engine.image.pull import Repository
+    from hpc_exec.engine.store.index import Index
+    from hpc_exec.engine.store.layout import Layout
+
+    layout = Layout(tmp_path / "repo")
+    return Repository(layout, Index(layout), Settings(temp_dir=tmp_path / "site-tmp"), "local")
+
+
+@pytest.mark.parametrize("command", ["pull", "load"])
+def test_a_temp_dir_that_does_not_exist_is_an_error_not_created(
+        command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """issue 13, item 14: Sarus reports an invalid temporary directory; nothing is created
+    and, for a pull, no registry is asked."""
+    from hpc_exec.cli import main
+    from hpc_exec.engine import api
+    from hpc_exec.engine.image import pull as _pull
+
+    monkeypatch.setattr(api, "repository", lambda *a, **k: _repo(tmp_path))
+    monkeypatch.setattr(_pull, "connect", lambda *a, **k: pytest.fail("registry asked"))
+    missing = tmp_path / "no" / "such"
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(b"")
+    argv = [command, "--temp-dir", str(missing),
+            *([str(archive)] if command == "load" else []), "busybox"]
+    assert main(argv) == 110  # INVALID_INPUT
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"hpc-exec: error: invalid temporary directory '{missing}': it does not exist")
+    assert not missing.parent.exists()
+    (tmp_path / "file").write_text("")
+    argv[2] = str(tmp_path / "file")
+    assert main(argv) == 110
+    assert "it is not a directory" in capsys.readouterr().err
+
+
+def test_temp_directory_is_absolute_and_the_site_default_stays() -> None:
+    from pathlib import Path
+
+    from hpc_exec.engine.image.pull import temp_directory
+
+    assert temp_directory(None, Path("/site")) == Path("/site")
+    assert temp_directory(Path("."), Path("/site")) == Path.cwd()
+
+
+def test_load_refuses_a_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """issue 13, item 13: a digest names a registry's image; Sarus refuses it for load."""
+    from hpc_exec.cli import main
+    from hpc_exec.engine import api
+
+    monkeypatch.setattr(api, "repository", lambda *a, **k: _repo(tmp_path))
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(b"")
+    digest = "sha256:" + "a" * 64
+    assert main(["load", str(archive), f"name@{digest}"]) == 110
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"hpc-exec: error: invalid image reference 'name@{digest}': a loaded image "
+                      f"is named by a tag, not a digest ({digest})")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_load_takes_temp_dir() -> None:
+    from pathlib import Path
+
+    from hpc_exec.cli import build_parser
+
+    args = build_parser().parse_args(["load", "--temp-dir", "/t", "a.tar", "name"])
+    assert args.temp_dir == Path("/t")
