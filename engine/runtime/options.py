@@ -200,10 +200,12 @@ def merge_environment(host: Mapping[str, str], image: ImageConfig, *,
 
 
 def parse_annotation(text: str) -> tuple[str, str]:
-    """``--annotation KEY=VALUE`` -> (KEY, VALUE)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InvalidInput(f"invalid annotation {text!r} (expected KEY=VALUE)")
+    """``--annotation KEY=VALUE`` -> (KEY, VALUE); ``KEY`` alone gives an empty value, as in
+    Sarus."""
+    key, _, value = text.partition("=")
+    if not key:
+        raise InvalidInput(f"invalid annotation {text!r}: the key is empty (expected "
+                           "KEY[=VALUE])")
     return key, value
 
 

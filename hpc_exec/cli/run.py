@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> None:
         "Exits with the container's own status; engine failures use codes 110-125 "
         "(docs/exit-codes.md).")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
-                   help="type=bind,src=/host/path,dst=/container/path[,readonly] (a comma in "
-                   "a path: \\,)")
+                   help="type=bind,src=/host/path,dst=/container/path[,readonly] (a comma or "
+                   "'=' in a path: \\, \\=)")
     p.add_argument("--device", action="append", default=[], metavar="SPEC",
                    help="/dev/host[:/dev/container][:rwm]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",

@@ -142,3 +142,70 @@ def test_load_takes_temp_dir() -> None:
 
     args = build_parser().parse_args(["load", "--temp-dir", "/t", "a.tar", "name"])
     assert args.temp_dir == Path("/t")
+
+
+# -- item 18 -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("type=bind,,src=/a,dst=/b", "empty item in mount"),
+    ("type=bind,src=/a,dst=/b,", "empty item in mount"),
+    (",type=bind,src=/a,dst=/b", "empty item in mount"),
+    ("", "empty item in mount"),
+    ("type=bind,src=/a,dst=/d=x", "has more than one '='"),
+    ("type=bind,src=/a,dst=/b,bind-propagation=slave", "unknown mount option 'bind-propagation'"),
+    ("type=bind,src=/a,dst=/b,bind-propagation=rprivate",
+     "unknown mount option 'bind-propagation'"),
+])
+def test_mount_parsing_is_as_strict_as_sarus(spec: str, message: str) -> None:
+    from hpc_exec.errors import InvalidInput
+    from hpc_exec.mountspec import parse_mount
+
+    with pytest.raises(InvalidInput, match=message):
+        parse_mount(spec)
+
+
+def test_an_equals_sign_in_a_path_is_escaped() -> None:
+    from hpc_exec.mountspec import bind, format_mount, parse_mount
+
+    assert parse_mount(r"type=bind,src=/a\=b,dst=/d").source == "/a=b"
+    mount = bind("/x=1,y", "/d=2")
+    assert format_mount(mount) == r"type=bind,source=/x\=1\,y,destination=/d\=2"
+    assert parse_mount(format_mount(mount)) == mount
+
+
+def test_a_site_mount_needs_a_type() -> None:
+    from hpc_exec.config import parse_settings
+    from hpc_exec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"siteMounts\[0\]\.type: missing"):
+        parse_settings({"siteMounts": [{"source": "/a", "destination": "/b"}]}, "c")
+    ok = parse_settings({"siteMounts": [{"type": "bind", "source": "/a", "destination": "/b"}]},
+                        "c")
+    assert ok.site_mounts[0].source == "/a"
+
+
+def test_an_annotation_without_equals_has_an_empty_value() -> None:
+    from hpc_exec.engine.runtime.options import parse_annotation
+    from hpc_exec.errors import InvalidInput
+
+    assert parse_annotation("com.example.flag") == ("com.example.flag", "")
+    assert parse_annotation("k=v=w") == ("k", "v=w")
+    for bad in ("", "=v"):
+        with pytest.raises(InvalidInput, match="the key is empty"):
+            parse_annotation(bad)
+
+
+@pytest.mark.parametrize(("text", "server", "repository"), [
+    ("MyReg/alpine", "MyReg", "alpine"),
+    ("MyReg/ns/alpine:1", "MyReg", "ns/alpine"),
+    ("Docker.IO/library/alpine", "docker.io", "library/alpine"),
+    ("myreg/alpine", "docker.io", "myreg/alpine"),
+])
+def test_an_uppercase_first_component_is_a_registry(text: str, server: str,
+                                                    repository: str) -> None:
+    """As in Docker's reference grammar (splitDockerDomain) and Sarus' isDomainLike."""
+    from hpc_exec.engine.image.reference import parse
+
+    ref = parse(text)
+    assert (ref.server, ref.repository) == (server, repository)
+    assert parse(ref.key) == ref  # the key is read back to the same reference
