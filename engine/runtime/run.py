@@ -149,7 +149,7 @@ def _check_flags_answered(options: RunOptions, selected: list[Any], hooks_dir: P
         wanted = getattr(options, attr) or (attr == "mpi" and bool(options.mpi_type))
         if not wanted:
             continue
-        if not any(re.search(key_re, key) for hook in selected
+        if not any(re.fullmatch(key_re, key) for hook in selected
                    for key_re, _ in hook.annotations for key in keys):
             raise ConfigError(f"{flag}: no hook in {hooks_dir} answers it ({keys[0]})",
                               hint="the site's hooksDir lacks that hook: 'hpc-exec config init' "

@@ -124,16 +124,19 @@ def hooks_command(args: argparse.Namespace) -> int:
     from hpc_exec.engine.runtime.api import mpi_hook_types as mpi_types
     from hpc_exec.engine.runtime.api import site_hooks
 
+    import re
+
     settings = load_settings()
     hooks = site_hooks(settings.hooks_dir)
-    if args.mpi:
+    default = settings.default_mpi_type
+    if args.mpi:  # as Sarus prints it: the value regex, "(default)" when defaultMPIType matches
         rows = [("NAME", "MPI TYPE")]
         for hook, kind in mpi_types(hooks):
-            mark = " (default)" if kind == settings.default_mpi_type else ""
+            mark = " (default)" if default and re.fullmatch(kind, default) else ""
             rows.append((hook.name, kind + mark))
     else:
         rows = [("NAME", "PATH", "STAGES")]  # type: ignore[list-item]
-        rows += [(h.name, h.path, ", ".join(h.stages)) for h in hooks]  # type: ignore[misc]
+        rows += [(h.name, h.path, ",".join(h.stages)) for h in hooks]  # type: ignore[misc]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -209,3 +209,33 @@ def test_an_uppercase_first_component_is_a_registry(text: str, server: str,
     ref = parse(text)
     assert (ref.server, ref.repository) == (server, repository)
     assert parse(ref.key) == ref  # the key is read back to the same reference
+
+
+# -- item 19 -----------------------------------------------------------------------------------
+
+def _hook_file(directory: Path, name: str, when: dict[str, object]) -> None:
+    import json
+
+    (directory / f"{name}.json").write_text(json.dumps({
+        "version": "1.0.0", "hook": {"path": "/bin/true"}, "when": when,
+        "stages": ["createContainer"]}))
+
+
+@pytest.mark.parametrize(("when", "annotations", "argv0", "selected"), [
+    ({"annotations": {"com.acc": "true"}}, {"com.acc.a": "true"}, "/bin/sh", False),
+    ({"annotations": {"com.acc": "true"}}, {"com.acc": "true"}, "/bin/sh", True),
+    ({"annotations": {"com.acc": "tru"}}, {"com.acc": "true"}, "/bin/sh", False),
+    ({"annotations": {"com\\.acc.*": "t.*"}}, {"com.acc.a": "true"}, "/bin/sh", True),
+    ({"commands": ["ech"]}, {}, "/bin/echo", False),
+    ({"commands": [".*/echo"]}, {}, "/bin/echo", True),
+])
+def test_when_regexes_match_the_whole_value(tmp_path: Path, when: dict[str, object],
+                                            annotations: dict[str, str], argv0: str,
+                                            selected: bool) -> None:
+    """As Sarus (boost::regex_match) and the OCI hooks schema: the whole key, value, argv[0]."""
+    from hpc_exec.engine.runtime.hookconfig import load_hooks, select_hooks
+
+    _hook_file(tmp_path, "10-h", when)
+    hooks = load_hooks(tmp_path)
+    chosen = select_hooks(hooks, annotations=annotations, argv0=argv0, has_bind_mounts=False)
+    assert bool(chosen) is selected
