@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,81 @@ def test_when_regexes_match_the_whole_value(tmp_path: Path, when: dict[str, obje
     hooks = load_hooks(tmp_path)
     chosen = select_hooks(hooks, annotations=annotations, argv0=argv0, has_bind_mounts=False)
     assert bool(chosen) is selected
+
+
+# -- item 20 -----------------------------------------------------------------------------------
+
+def _container(tmp_path: Path, annotations: dict[str, str]) -> object:
+    from hpc_exec.hooks._state import Container, State
+
+    return Container(State("1.0.2", "c", "running", 1, str(tmp_path), annotations),
+                     {"process": {"env": [], "user": {"uid": os.getuid(), "gid": os.getgid()}},
+                      "root": {"path": "rootfs"}})
+
+
+def test_ssh_port_annotation_overrides_server_port() -> None:
+    from hpc_exec.hooks import ssh
+    from hpc_exec.hooks._state import HookError
+
+    assert ssh.server_port({}, {}) == 15263
+    assert ssh.server_port({"SERVER_PORT": "2222"}, {}) == 2222
+    assert ssh.server_port({"SERVER_PORT": "2222"}, {"com.hooks.ssh.port": "3333"}) == 3333
+    with pytest.raises(HookError, match="com.hooks.ssh.port='99999' is not a TCP port"):
+        ssh.server_port({}, {"com.hooks.ssh.port": "99999"})
+
+
+def test_authorize_ssh_key_reads_a_public_key_file(tmp_path: Path) -> None:
+    from hpc_exec.hooks import ssh
+    from hpc_exec.hooks._state import HookError
+
+    container = _container(tmp_path, {})
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3Nza me@laptop\n\necdsa-sha2-nistp256 AAAAE2 other\n")
+    assert ssh.read_user_key(container, str(key)) == (  # type: ignore[arg-type]
+        "ssh-ed25519 AAAAC3Nza me@laptop\necdsa-sha2-nistp256 AAAAE2 other\n")
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$hash:19000::::::\n")
+    with pytest.raises(HookError, match="is not a public key file"):
+        ssh.read_user_key(container, str(secret))  # type: ignore[arg-type]
+    with pytest.raises(HookError, match="cannot read .*/nope: No such file"):
+        ssh.read_user_key(container, str(tmp_path / "nope"))  # type: ignore[arg-type]
+    with pytest.raises(HookError, match="not an absolute path"):
+        ssh.read_user_key(container, "id.pub")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to show the hook reads as the user")
+def test_authorize_ssh_key_is_read_as_the_user_not_as_root(tmp_path: Path) -> None:
+    from hpc_exec.hooks import ssh
+    from hpc_exec.hooks._state import HookError
+
+    container = _container(tmp_path, {})
+    container.uid, container.gid = 65534, 65534  # type: ignore[attr-defined]
+    key = tmp_path / "root-only.pub"
+    key.write_text("ssh-ed25519 AAAAC3Nza root@host\n")
+    key.chmod(0o600)
+    with pytest.raises(HookError, match="Permission denied"):
+        ssh.read_user_key(container, str(key))  # type: ignore[arg-type]
+    assert os.geteuid() == 0 and os.getegid() == 0  # root again afterwards
+
+
+def test_pidfile_host_gets_a_copy_of_dropbears_pid_file(tmp_path: Path) -> None:
+    from hpc_exec.hooks import ssh
+    from hpc_exec.hooks._state import HookError
+
+    container = _container(tmp_path, {})
+    pid_in_container = tmp_path / "dropbear.pid"
+    pid_in_container.write_text("42\n")
+    fd = ssh.open_host_pidfile(container, str(tmp_path / "host.pid"))  # type: ignore[arg-type]
+    try:
+        ssh.copy_pidfile(str(pid_in_container), fd)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "host.pid").read_text() == "42\n"
+    fd = ssh.open_host_pidfile(container, str(tmp_path / "other.pid"))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(HookError, match="wrote no PID file"):
+            ssh.copy_pidfile(str(tmp_path / "never"), fd, timeout=0.05)
+    finally:
+        os.close(fd)
+    with pytest.raises(HookError, match="cannot write /no/such/dir/x.pid"):
+        ssh.open_host_pidfile(container, "/no/such/dir/x.pid")  # type: ignore[arg-type]
