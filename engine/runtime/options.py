@@ -60,6 +60,7 @@ class RunOptions(NamedTuple):
     annotations: tuple[tuple[str, str], ...] = ()  # --annotation KEY=VALUE
     tty: bool = False  # --tty
     log_level: str | None = None  # the global --debug: "debug"
+    name: str | None = None  # --name: the container's name (hpc-exec ps, kill); None: a default
 
 
 class Image(NamedTuple):

@@ -26,6 +26,7 @@ caller; it runs ``hpc-exec run`` as a child process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import stat
@@ -41,6 +42,10 @@ from hpc_exec.errors import InvalidInput, RuntimeFailure
 from hpc_exec.mountspec import Device, Mount
 
 __all__ = ["plan", "run"]
+
+# --verbose shows INFO (what runs, from which image, with which mounts and hooks), --debug
+# adds DEBUG (every external command); hpc_exec.cli sets the level.
+log = logging.getLogger(__name__)
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -200,6 +205,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
     selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
                                        has_bind_mounts=bool(all_mounts))
     _check_flags_answered(options, selected, settings.hooks_dir)
+    log.info("hooks selected: %s", ", ".join(h.name for h in selected) or "none")
     cwd = options.workdir or image.config.workdir or "/"
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
@@ -349,10 +355,12 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     if not image.squashfs.is_file():
         raise InvalidInput(f"image file {image.squashfs} does not exist")
     root = _bundle.bundle_dir(settings, rootless)
+    state_root, name = _container_name(options, settings, p.runc, rootless)
     uid, gid = os.getuid(), os.getgid()
     groups = os.getgroups()
     _bundle.enter_private_namespace(rootless)
     b = _bundle.prepare(settings, image.squashfs, root, rootless)
+    log.info("bundle in %s (%s)", b.root, "rootless" if rootless else "as root")
     ctl = -1
     try:
         mounts = _contained_mounts(p.mounts, len(settings.site_mounts), b.rootfs, settings)
@@ -366,8 +374,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
         b.config_path.write_text(json.dumps(config))
-        argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
-                             state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
+        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name, state_dir=state_root, log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
                            options.pid != "private" else None,
@@ -393,6 +400,39 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
                 pass
             os.close(ctl)
         b.close()
+
+
+def _container_name(options: RunOptions, settings: Settings, runc_path: str,
+                    rootless: bool) -> tuple[Path, str]:
+    """runc's state root (made here, on the host, before any namespace) and the container's
+    name; a ``--name`` still held by a running container is an error, one whose container is
+    gone (its engine was killed) is freed."""
+    from hpc_exec.engine.runtime import runc
+
+    from hpc_exec import process
+
+    root = runc.state_root(settings.temp_dir, rootless)
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot create runc's state directory {root}: "
+                             f"{exc.strerror}") from exc
+    if options.name is None:
+        return root, runc.default_name()
+    name = runc.check_name(options.name)
+    if (root / name).exists():
+        state = process.run(runc.state_argv(runc_path, root, rootless, name), timeout=30,
+                            check=False, desc=f"asking runc about container {name}")
+        try:
+            status = json.loads(state.stdout).get("status") if state.returncode == 0 else None
+        except ValueError:
+            status = None
+        if status not in (None, "stopped"):
+            raise InvalidInput(f"container name {name!r} is in use (status {status}; "
+                               "'hpc-exec ps' lists the containers)")
+        process.run([*runc.list_argv(runc_path, root, rootless)[:-1], "delete", "--force",
+                     name], timeout=30, check=False, desc=f"removing stopped container {name}")
+    return root, name
 
 
 def _contained_mounts(mounts: list[Mount], n_site: int, rootfs: Path,
@@ -499,4 +539,21 @@ def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
     :func:`hpc_exec.engine.run`, which runs ``hpc-exec run`` as a child process."""
     settings = settings or load_settings()
     p = plan(options, image, settings, host_env)  # bad input fails here, before any namespace
-    return _run_here(options, image, settings, p)
+    if log.isEnabledFor(logging.INFO):
+        _log_plan(image, p)
+    status = _run_here(options, image, settings, p)
+    log.info("the container exited with status %d", status)
+    return status
+
+
+def _log_plan(image: Image, p: _Plan) -> None:
+    import shlex
+
+    log.info("image %s: %s", image.name or "(file)", image.squashfs)
+    log.info("command: %s (in %s)", shlex.join(p.args), p.cwd)
+    for m in p.mounts:
+        log.info("mount %s on %s%s", m.source, m.destination, " (read-only)" if m.readonly
+                 else "")
+    for d in p.devices:
+        log.info("device %s (%s)", d.path, d.access)
+    log.info("runtime: %s", p.runc)

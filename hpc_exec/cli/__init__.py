@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
     "hpc_exec.cli.images",
     "hpc_exec.cli.run",
+    "hpc_exec.cli.containers",
     "hpc_exec.cli.ssh",
     "hpc_exec.cli.config",
     "hpc_exec.cli.apptainer",
@@ -79,12 +80,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _a: print(f"hpc-exec {__version__}") or 0)
+    helper = sub.add_parser("help", help="print the help of hpc-exec or of a COMMAND",
+                            description="hpc-exec help [COMMAND], as 'sarus help run'.")
+    helper.add_argument("topic", nargs="?", metavar="COMMAND")
+    helper.set_defaults(handler=_help)
 
     import importlib
 
     for name in [HOT_COMMANDS[command]] if command in HOT_COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
+
+
+def _help(args: argparse.Namespace) -> int:
+    parser = build_parser()
+    if args.topic is None:
+        parser.print_help()
+        return 0
+    choices: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:  # argparse keeps the subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            choices = action.choices
+    if args.topic not in choices:
+        parser.error(f"unknown command {args.topic!r} (hpc-exec help lists them)")
+    choices[args.topic].print_help()
+    return 0
 
 
 def _setup_logging(debug: bool, verbose: bool) -> None:

@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
     p.add_argument("--pid", choices=("host", "private"), default="host", action=Once,
                    help="PID namespace (default: the host's, as MPI needs)")
-    p.add_argument("--mpi", action="store_true", help="enable the MPI hook (default MPI type)")
+    p.add_argument("-m", "--mpi", action="store_true",
+                   help="enable the MPI hook (default MPI type)")
     p.add_argument("--mpi-type", default=None, metavar="T", action=Once, type=nonempty,
                    help="enable the MPI hook for T")
     p.add_argument("--glibc", action="store_true", help="enable the glibc hook")
@@ -53,6 +54,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--annotation", action="append", default=[], metavar="K=V",
                    help="OCI annotation; overrides the engine's and the image labels")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-n", "--name", default=None, metavar="NAME", action=Once, type=nonempty,
+                   help="the container's name, unique on the node ('hpc-exec ps' lists it, "
+                   "'hpc-exec kill NAME' stops it; default: hpc-exec-<pid>-<random>)")
     p.add_argument("--centralized-repository", action="store_true",
                    help="take IMAGE from the centralized repository")
     p.add_argument("image", metavar="IMAGE")
@@ -101,7 +105,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str]) -> Any:
         workdir=args.workdir, entrypoint=args.entrypoint, init=args.init, pid=args.pid,
         mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc, ssh=args.ssh, sync=args.sync,
         annotations=tuple(parse_annotation(a) for a in args.annotation), tty=args.tty,
-        log_level="debug" if getattr(args, "debug", False) else None)
+        log_level="debug" if getattr(args, "debug", False) else None, name=args.name)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -118,7 +118,8 @@ _options = st.builds(
     mpi_type=st.none() | _name, glibc=st.booleans(), ssh=st.booleans(), sync=st.booleans(),
     annotations=st.lists(st.tuples(_name.map(lambda n: "com." + n), _word), max_size=3)
     .map(tuple),
-    tty=st.booleans(), log_level=st.sampled_from((None, "debug")))
+    tty=st.booleans(), log_level=st.sampled_from((None, "debug")),
+    name=st.none() | st.from_regex(r"[a-z0-9][a-z0-9_.+-]{0,10}", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)

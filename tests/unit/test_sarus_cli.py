@@ -318,3 +318,62 @@ def test_pidfile_host_gets_a_copy_of_dropbears_pid_file(tmp_path: Path) -> None:
         os.close(fd)
     with pytest.raises(HookError, match="cannot write /no/such/dir/x.pid"):
         ssh.open_host_pidfile(container, "/no/such/dir/x.pid")  # type: ignore[arg-type]
+
+
+# -- item 17 -----------------------------------------------------------------------------------
+
+def test_help_command_prints_a_commands_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from hpc_exec.cli import main
+
+    assert main(["help", "run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hpc-exec run ") and "--name NAME" in out
+    assert main(["help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"    {c}" in out for c in ("help", "ps", "kill", "run", "images"))
+    assert _usage_error(["help", "nope"], capsys).endswith("unknown command 'nope' "
+                                                           "(hpc-exec help lists them)")
+
+
+def test_m_is_mpi_and_name_reaches_the_options() -> None:
+    from hpc_exec.cli import build_parser
+    from hpc_exec.cli.run import options_from_args
+
+    argv = ["run", "-m", "-n", "job-1.a", "img", "true"]
+    args = build_parser("run").parse_args(argv)
+    options = options_from_args(args, argv)
+    assert options.mpi and options.name == "job-1.a"
+
+
+def test_name_round_trips_and_is_checked() -> None:
+    from hpc_exec.cli import build_parser
+    from hpc_exec.cli.run import options_from_args
+    from hpc_exec.engine.runtime.api import command_line, run_options
+    from hpc_exec.errors import InvalidInput
+
+    options = run_options(["true"], name="my-job")
+    argv = command_line("img", options)
+    assert options_from_args(build_parser("run").parse_args(argv[1:]), argv[1:]) == options
+    for bad in ("-x", "a/b", "a b", "x" * 200, ".hidden"):
+        with pytest.raises(InvalidInput, match="invalid container name"):
+            run_options(["true"], name=bad)
+
+
+def test_kill_and_ps_commands_exist() -> None:
+    from hpc_exec.cli import build_parser
+
+    args = build_parser().parse_args(["kill", "-s", "TERM", "job"])
+    assert (args.name, args.signal) == ("job", "TERM")
+    assert build_parser().parse_args(["kill", "job"]).signal == "SIGHUP"
+    assert build_parser().parse_args(["ps"]).command == "ps"
+
+
+def test_runc_state_root_is_on_the_host_per_user(tmp_path: Path) -> None:
+    from hpc_exec.engine.runtime import runc
+
+    assert runc.state_root(tmp_path, rootless=False) == Path("/run/hpc-exec/runc")
+    rootless = runc.state_root(tmp_path, rootless=True)
+    assert rootless.name in ("hpc-exec-runc", f"hpc-exec-runc-{os.getuid()}")
+    assert runc.kill_argv("runc", Path("/r"), False, "n", "SIGHUP") == [
+        "runc", "--root", "/r", "kill", "n", "SIGHUP"]
+    assert runc.default_name() != runc.default_name()
