@@ -192,7 +192,7 @@ def containers(*, settings: Settings | None = None) -> str:
 
     settings = settings or load_settings()
     rootless = os.geteuid() != 0
-    root = runc.state_root(settings.temp_dir, rootless)
+    root = runc.state_root(rootless)
     if not root.is_dir():
         return "ID          PID         STATUS      BUNDLE      CREATED     OWNER\n"
     return process.run(runc.list_argv(runc.find_runc(settings.runc_path), root, rootless),
@@ -211,7 +211,7 @@ def kill(name: str, signal: str = "SIGHUP", *, settings: Settings | None = None)
     settings = settings or load_settings()
     runc.check_name(name)
     rootless = os.geteuid() != 0
-    root = runc.state_root(settings.temp_dir, rootless)
+    root = runc.state_root(rootless)
     if not (root / name).is_dir():
         raise InvalidInput(f"no container named {name!r} ('hpc-exec ps' lists them)")
     process.run(runc.kill_argv(runc.find_runc(settings.runc_path), root, rootless, name,

@@ -355,7 +355,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     if not image.squashfs.is_file():
         raise InvalidInput(f"image file {image.squashfs} does not exist")
     root = _bundle.bundle_dir(settings, rootless)
-    state_root, name = _container_name(options, settings, p.runc, rootless)
+    state_root, name = _container_name(options, p.runc, rootless)
     uid, gid = os.getuid(), os.getgid()
     groups = os.getgroups()
     _bundle.enter_private_namespace(rootless)
@@ -374,7 +374,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
         b.config_path.write_text(json.dumps(config))
-        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name, state_dir=state_root, log_path=b.log_path, pid_file=b.pid_file,
+        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name, state_dir=state_root,
+                             log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
                            options.pid != "private" else None,
@@ -402,8 +403,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         b.close()
 
 
-def _container_name(options: RunOptions, settings: Settings, runc_path: str,
-                    rootless: bool) -> tuple[Path, str]:
+def _container_name(options: RunOptions, runc_path: str, rootless: bool) -> tuple[Path, str]:
     """runc's state root (made here, on the host, before any namespace) and the container's
     name; a ``--name`` still held by a running container is an error, one whose container is
     gone (its engine was killed) is freed."""
@@ -411,12 +411,7 @@ def _container_name(options: RunOptions, settings: Settings, runc_path: str,
 
     from hpc_exec import process
 
-    root = runc.state_root(settings.temp_dir, rootless)
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot create runc's state directory {root}: "
-                             f"{exc.strerror}") from exc
+    root = runc.make_state_root(runc.state_root(rootless))
     if options.name is None:
         return root, runc.default_name()
     name = runc.check_name(options.name)

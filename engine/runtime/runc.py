@@ -21,7 +21,7 @@ from pathlib import Path
 from hpc_exec.errors import InvalidInput, MissingDependency
 
 __all__ = ["check_name", "default_name", "find_runc", "kill_argv", "list_argv", "log_errors",
-           "run_argv", "state_argv", "state_root"]
+           "make_state_root", "run_argv", "state_argv", "state_root"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")  # runc's container id, bounded
 
@@ -39,16 +39,35 @@ def default_name() -> str:
     return f"hpc-exec-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-def state_root(temp_dir: Path, rootless: bool) -> Path:
+def state_root(rootless: bool) -> Path:
     """runc's ``--root`` for this user, on the host (call it outside any namespace of ours):
     ``/run/hpc-exec/runc`` as root; rootless ``/run/user/<uid>/hpc-exec-runc`` when that
-    runtime directory exists, else ``<tempDir>/hpc-exec-runc-<uid>``."""
+    runtime directory exists, else ``/tmp/hpc-exec-runc-<uid>`` (see :func:`make_state_root`)."""
     if not rootless:
         return Path("/run/hpc-exec/runc")
     runtime_dir = Path(f"/run/user/{os.getuid()}")
     if os.access(runtime_dir, os.W_OK | os.X_OK):
         return runtime_dir / "hpc-exec-runc"
-    return Path(temp_dir) / f"hpc-exec-runc-{os.getuid()}"
+    return Path(f"/tmp/hpc-exec-runc-{os.getuid()}")
+
+
+def make_state_root(root: Path) -> Path:
+    """Create ``root`` (mode 0700) if missing and check it is ours: a directory in a shared
+    place such as /tmp that another user made first is refused (SecurityError)."""
+    import stat
+
+    from hpc_exec.errors import RuntimeFailure, SecurityError
+
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(root)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot create runc's state directory {root}: "
+                             f"{exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SecurityError(f"runc's state directory {root} is not a directory of yours that "
+                            "only you can write", hint=f"remove {root}")
+    return root
 
 
 def _global(runc: str, root: Path, rootless: bool) -> list[str]:

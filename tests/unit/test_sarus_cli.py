@@ -371,9 +371,30 @@ def test_kill_and_ps_commands_exist() -> None:
 def test_runc_state_root_is_on_the_host_per_user(tmp_path: Path) -> None:
     from hpc_exec.engine.runtime import runc
 
-    assert runc.state_root(tmp_path, rootless=False) == Path("/run/hpc-exec/runc")
-    rootless = runc.state_root(tmp_path, rootless=True)
+    from hpc_exec.errors import SecurityError
+
+    assert runc.state_root(rootless=False) == Path("/run/hpc-exec/runc")
+    rootless = runc.state_root(rootless=True)
     assert rootless.name in ("hpc-exec-runc", f"hpc-exec-runc-{os.getuid()}")
+    mine = runc.make_state_root(tmp_path / "a" / "state")
+    assert mine.is_dir() and (mine.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(SecurityError, match="not a directory of yours that only you can"):
+        runc.make_state_root(tmp_path / "open")
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(SecurityError):
+        runc.make_state_root(tmp_path / "link")
     assert runc.kill_argv("runc", Path("/r"), False, "n", "SIGHUP") == [
         "runc", "--root", "/r", "kill", "n", "SIGHUP"]
     assert runc.default_name() != runc.default_name()
+
+
+def test_entrypoint_adjacent_empty_value_removes_it() -> None:
+    from hpc_exec.cli import build_parser
+    from hpc_exec.cli.run import options_from_args
+
+    argv = ["run", "--entrypoint=", "img", "sh"]
+    options = options_from_args(build_parser("run").parse_args(argv), argv)
+    assert process_args(ImageConfig(entrypoint=("/bin/echo",)), options.command,
+                        options.entrypoint) == ["sh"]
