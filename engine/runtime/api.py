@@ -56,8 +56,8 @@ from hpc_exec.mountspec import (
 
 __all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "containers",
            "execute", "inspect", "is_squashfs_path", "kill", "mount_destination_allowed",
-           "mpi_hook_types", "parse_annotation", "parse_env_option", "read_env_file", "resolve", "run",
-           "run_options", "site_hooks", "write_env_file"]
+           "mpi_hook_types", "parse_annotation", "parse_env_option", "read_env_file", "resolve",
+           "run", "run_options", "site_hooks", "write_env_file"]
 
 Bind = str | tuple[str, str] | tuple[str, str, bool]
 
