@@ -255,7 +255,8 @@ def plan(options: RunOptions, image: Image, settings: Settings,
 
 # -- the watchdog ----------------------------------------------------------------------------
 
-def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool) -> None:
+def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool,
+              state_dir: Path | None = None) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
     try:
@@ -293,6 +294,10 @@ def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool) 
                         pass
             if sweep_user_namespace:
                 _sweep_user_namespace()
+            if state_dir is not None:  # runc's state, which a killed runc left on the host
+                import shutil
+
+                shutil.rmtree(state_dir, ignore_errors=True)
     except BaseException:
         code = 1
     os._exit(code)
@@ -322,16 +327,18 @@ def _sweep_user_namespace() -> None:
         time.sleep(0.01)
 
 
-def _start_watchdog(pid_file: Path, rootless: bool = False) -> int:
+def _start_watchdog(pid_file: Path, rootless: bool = False,
+                    state_dir: Path | None = None) -> int:
     """Fork the watchdog; return the write end of its control pipe. ``rootless``: it also
-    sweeps the run's user namespace when the engine dies."""
+    sweeps the run's user namespace when the engine dies; ``state_dir``: runc's state of the
+    container, removed then."""
     ctl_r, ctl_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ctl_w)
         os.close(ready_r)
-        _watchdog(ctl_r, ready_w, pid_file, rootless)
+        _watchdog(ctl_r, ready_w, pid_file, rootless, state_dir)
     os.close(ctl_r)
     os.close(ready_w)
     ok = os.read(ready_r, 1)
@@ -364,7 +371,7 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     ctl = -1
     try:
         mounts = _contained_mounts(p.mounts, len(settings.site_mounts), b.rootfs, settings)
-        ctl = _start_watchdog(b.pid_file, rootless)
+        ctl = _start_watchdog(b.pid_file, rootless, state_root / name)
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
