@@ -61,18 +61,21 @@ def pull(ref: str, *, credentials: Credentials | None = None, centralized: bool 
 
 
 def load(archive: Path, ref: str, *, centralized: bool = False,
-         reporter: Reporter | None = None, settings: Settings | None = None) -> ImageEntry:
-    """Load a docker-save or OCI archive as ``ref`` (engine/image/load.py)."""
+         reporter: Reporter | None = None, settings: Settings | None = None,
+         temp_dir: Path | None = None) -> ImageEntry:
+    """Load a docker-save or OCI archive as ``ref`` (engine/image/load.py); ``ref`` takes a
+    tag, not a digest."""
     from hpc_exec.engine.image import load as _load
 
     repo = repository(centralized, settings=settings, writable=True)
-    return _load.load(Path(archive), ref, repo, reporter)
+    return _load.load(Path(archive), ref, repo, reporter, temp_dir=temp_dir)
 
 
 def images(*, centralized: bool = False, settings: Settings | None = None) -> list[ImageEntry]:
-    """The entries of one repository, sorted by key."""
+    """The entries of one repository, in the order they were pulled or loaded (as Sarus lists
+    them; a pull again moves an entry last)."""
     repo = repository(centralized, settings=settings)
-    return [e for _, e in sorted(repo.index.read().items())]
+    return list(repo.index.read().values())
 
 
 def _layout(centralized: bool, settings: Settings, *,

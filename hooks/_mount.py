@@ -143,7 +143,6 @@ MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_REC = 16384
 MS_RELATIME = 1 << 21
-_PROPAGATION_FLAGS = {"shared": 1 << 20, "slave": 1 << 19, "private": 1 << 18}
 # statvfs f_flag bits that a read-only remount must keep (the kernel refuses to drop locked ones)
 _KEEP = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
          (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
@@ -184,7 +183,7 @@ def mount_filesystem(fstype: str, target: str, options: str, *,
         raise HookError(f"cannot mount {fstype} on {target} ({options}): {os.strerror(err)}")
 
 
-def bind(source: str, target: str, *, readonly: bool = False, propagation: str = "") -> None:
+def bind(source: str, target: str, *, readonly: bool = False) -> None:
     """Bind-mount host ``source`` on the resolved host path ``target`` (created if missing)."""
     try:
         st = os.stat(source)
@@ -199,9 +198,6 @@ def bind(source: str, target: str, *, readonly: bool = False, propagation: str =
             if keep & st_flag:
                 flags |= ms_flag
         _mount(None, target, flags)
-    if propagation:
-        flag = _PROPAGATION_FLAGS[propagation.lstrip("r")]
-        _mount(None, target, flag | (MS_REC if propagation.startswith("r") else 0))
 
 
 def bind_device(source: str, target: str, access: str) -> tuple[str, int, int]:

@@ -89,7 +89,7 @@ def _run(log: Log) -> int:
     enter_mount_namespace(container.state.pid)
     for m in mounts:
         target = resolve_in_rootfs(container.rootfs, m.destination)
-        bind(m.source, target, readonly=m.readonly, propagation=m.propagation)
+        bind(m.source, target, readonly=m.readonly)
         log.debug(f"mounted {m.source} on {m.destination}{' (read-only)' if m.readonly else ''}")
     cgroup_pid = container.state.pid if container.state.pid > 1 else os.getpid()
     for d in devices:

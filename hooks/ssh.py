@@ -21,12 +21,19 @@ Contract (docs/hooks.md; a ``createContainer`` hook):
   remote commands after sourcing ``environment``, and ``/etc/profile`` sources it for login
   shells. dropbear then starts, chrooted in the rootfs as the container user, on
   ``SERVER_PORT``; it ends with the container (runc kills what is left in its cgroup).
+* Annotations (as Sarus' SSH hook): ``com.hooks.ssh.port`` overrides ``SERVER_PORT``;
+  ``com.hooks.ssh.authorize_ssh_key=/host/key.pub`` adds that public key file (read as the
+  user, before anything is mounted) to the container's ``authorized_keys``;
+  ``com.hooks.ssh.pidfile_container`` is where dropbear writes its PID file (default
+  ``/opt/oci-hooks/ssh/run/dropbear.pid``) and ``com.hooks.ssh.pidfile_host`` a host file
+  (written as the user) that gets a copy of it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 if not __package__:  # run as a file (python3 -I -S .../hpc_exec/hooks/<hook>.py): docs/hooks.md
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -42,7 +49,8 @@ from hpc_exec.hooks._state import (
     run_program,
 )
 
-__all__ = ["DEFAULT_PORT", "host_address", "keygen", "keys_dir", "listen_spec", "main"]
+__all__ = ["DEFAULT_PORT", "host_address", "keygen", "keys_dir", "listen_spec", "main",
+           "public_keys", "server_port"]
 
 HOOK = "ssh"
 DEFAULT_PORT = 15263
@@ -106,6 +114,111 @@ def keygen(overwrite: bool = False) -> str:
 
 
 # --- the hook ---------------------------------------------------------------------------------
+
+PORT_ANNOTATION = "com.hooks.ssh.port"
+KEY_ANNOTATION = "com.hooks.ssh.authorize_ssh_key"
+PIDFILE_CONTAINER = "com.hooks.ssh.pidfile_container"
+PIDFILE_HOST = "com.hooks.ssh.pidfile_host"
+DEFAULT_PIDFILE = f"{SSH_DIR}/run/dropbear.pid"
+_KEY_TYPES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+
+
+def server_port(env: Mapping[str, str], annotations: Mapping[str, str]) -> int:
+    """The TCP port of dropbear: the ``com.hooks.ssh.port`` annotation, else ``SERVER_PORT``,
+    else 15263 (HookError naming a value that is not a port)."""
+    if annotations.get(PORT_ANNOTATION, "").strip():
+        where, raw = PORT_ANNOTATION, annotations[PORT_ANNOTATION].strip()
+    else:
+        where, raw = "SERVER_PORT", env.get("SERVER_PORT", "").strip() or str(DEFAULT_PORT)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise HookError(f"{where}={raw!r} is not a TCP port")
+    return int(raw)
+
+
+def public_keys(text: str, path: str) -> str:
+    """``text`` (a public key file) as authorized_keys lines; HookError unless every line is
+    an SSH public key (so no other file of the user's ends up in the container's)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise HookError(f"{KEY_ANNOTATION}: {path} is empty")
+    for line in lines:
+        if not line.startswith(_KEY_TYPES) or len(line.split()) < 2:
+            raise HookError(f"{KEY_ANNOTATION}: {path} is not a public key file (a line "
+                            "does not start with ssh-…, ecdsa-… or sk-…)")
+    return "".join(line + "\n" for line in lines)
+
+
+class _AsUser:
+    """Within it, files are opened with the container user's ids, not root's (a user's
+    annotation must not read or write what the user could not)."""
+
+    def __init__(self, container: Container) -> None:
+        self.drop = os.geteuid() == 0 and not container.rootless and container.uid != 0
+        self.uid, self.gid = container.uid, container.gid
+
+    def __enter__(self) -> None:
+        if self.drop:
+            self.groups = os.getgroups()
+            os.setgroups([self.gid])
+            os.setegid(self.gid)
+            os.seteuid(self.uid)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.drop:
+            os.seteuid(0)
+            os.setegid(0)
+            os.setgroups(self.groups)
+
+
+def _user_path(annotation: str, path: str) -> str:
+    if not os.path.isabs(path):
+        raise HookError(f"{annotation}={path!r}: not an absolute path")
+    return path
+
+
+def read_user_key(container: Container, path: str) -> str:
+    """The authorized_keys lines of the public key file ``path`` on the host, read as the
+    user (HookError naming the file when that fails)."""
+    _user_path(KEY_ANNOTATION, path)
+    try:
+        with _AsUser(container), open(path, encoding="utf-8") as f:
+            text = f.read(65536)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise HookError(f"{KEY_ANNOTATION}: cannot read {path}: {reason}") from None
+    return public_keys(text, path)
+
+
+def open_host_pidfile(container: Container, path: str) -> int:
+    """``path`` on the host opened for writing as the user (a descriptor, opened before the
+    hook enters the container's mount namespace)."""
+    _user_path(PIDFILE_HOST, path)
+    try:
+        with _AsUser(container):
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise HookError(f"{PIDFILE_HOST}: cannot write {path}: {exc.strerror}") from None
+
+
+def copy_pidfile(source: str, fd: int, timeout: float = 10.0) -> None:
+    """Copy dropbear's PID file (written by its daemon soon after it forks) to ``fd``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(source, encoding="ascii") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        if text.strip():
+            break
+        if time.monotonic() > deadline:
+            raise HookError(f"dropbear wrote no PID file {source} within {timeout:.0f} s")
+        time.sleep(0.01)
+    os.write(fd, text.encode())
+
 
 def _container_home(container: Container) -> str:
     path = container.in_rootfs("/etc/passwd")
@@ -193,13 +306,14 @@ def listen_spec(port: int, address: str, hosts_text: str, nodename: str) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _start_dropbear(container: Container, port: int | str, log: Log) -> None:
+def _start_dropbear(container: Container, port: int | str, log: Log,
+                    pidfile: str = DEFAULT_PIDFILE) -> None:
     """Fork dropbear, chrooted in the rootfs as the container user; it daemonises itself."""
     # dropbear re-executes argv[0] for every connection: make that the wrapper script, which
     # runs the real binary through the host loader again.
     argv = [f"{SSH_DIR}/lib/ld.so", "--argv0", f"{SSH_DIR}/bin/dropbear", "--library-path",
             f"{SSH_DIR}/lib", f"{SSH_DIR}/bin/dropbear.bin", "-r", f"{SSH_DIR}/keys/{HOST_KEY}", "-p", str(port),
-            "-s", "-E"]  # keys only, no passwords; log to stderr: /opt/oci-hooks/ssh/dropbear.log
+            "-P", pidfile, "-s", "-E"]  # keys only, no passwords; log to stderr: /opt/oci-hooks/ssh/dropbear.log
     pid = os.fork()
     if pid == 0:  # child: never returns
         try:
@@ -260,10 +374,15 @@ def _run(log: Log) -> int:
         if not os.path.isfile(os.path.join(keys, name)):
             raise HookError(f"no SSH keys for {user} in {keys}: run 'hpc-exec ssh-keygen' first")
     home = _container_home(container)
-    raw_port = os.environ.get("SERVER_PORT", "").strip() or str(DEFAULT_PORT)
-    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
-        raise HookError(f"SERVER_PORT={raw_port!r} is not a TCP port")
-    port = int(raw_port)
+    port = server_port(os.environ, container.annotations)
+    # What the user's annotations name on the host is read or opened now, as the user, before
+    # the hook enters the container's mount namespace.
+    extra_key = container.annotations.get(KEY_ANNOTATION, "").strip()
+    extra_keys = read_user_key(container, extra_key) if extra_key else ""
+    pidfile = container.annotations.get(PIDFILE_CONTAINER, "").strip() or DEFAULT_PIDFILE
+    _user_path(PIDFILE_CONTAINER, pidfile)
+    host_pid = container.annotations.get(PIDFILE_HOST, "").strip()
+    host_pid_fd = open_host_pidfile(container, host_pid) if host_pid else -1
     loader = _LOADERS.get(os.uname().machine)
     if loader is None:
         raise HookError(f"the SSH hook does not know the dynamic loader of {os.uname().machine}")
@@ -274,7 +393,7 @@ def _run(log: Log) -> int:
     top = resolve_in_rootfs(container.rootfs, SSH_DIR)
     os.makedirs(top, mode=0o755, exist_ok=True)
     mount_filesystem("tmpfs", top, "mode=755,size=64m")
-    for sub in ("bin", "lib", "keys", "upper", "work"):
+    for sub in ("bin", "lib", "keys", "upper", "work", "run"):
         os.mkdir(os.path.join(top, sub), 0o755)
     for binary in binaries:
         _copy(binary, os.path.join(top, "bin", os.path.basename(binary) + ".bin"), 0o755)
@@ -292,7 +411,7 @@ def _run(log: Log) -> int:
         f.write(_wrapper(port))
     os.chmod(os.path.join(top, "bin", "ssh"), 0o755)
     os.close(os.open(os.path.join(top, "dropbear.log"), os.O_WRONLY | os.O_CREAT, 0o644))
-    for sub in ("keys", "upper", "work", "dropbear.log"):
+    for sub in ("keys", "upper", "work", "run", "dropbear.log"):
         os.chown(os.path.join(top, sub), *container.owner)
     os.chown(os.path.join(top, "keys", HOST_KEY), *container.owner)
 
@@ -309,6 +428,10 @@ def _run(log: Log) -> int:
         target = os.path.join(dot_ssh, name)
         _copy(os.path.join(keys, name), target, 0o600)
         os.chown(target, *container.owner)
+    if extra_keys:
+        with open(os.path.join(dot_ssh, "authorized_keys"), "a", encoding="utf-8") as f:
+            f.write(extra_keys)
+        log.debug(f"authorized the key(s) of {extra_key}")
 
     # ssh on PATH, and the container environment for login shells.
     bind(os.path.join(top, "bin", "ssh"), resolve_in_rootfs(container.rootfs, "/usr/bin/ssh"),
@@ -322,7 +445,14 @@ def _run(log: Log) -> int:
     if address == "hostname":
         with open(resolve_in_rootfs(container.rootfs, "/etc/hosts"), encoding="utf-8") as f:
             hosts_text = f.read()
-    _start_dropbear(container, listen_spec(port, address, hosts_text, os.uname().nodename), log)
+    _start_dropbear(container, listen_spec(port, address, hosts_text, os.uname().nodename), log,
+                    pidfile)
+    if host_pid_fd >= 0:
+        try:
+            copy_pidfile(resolve_in_rootfs(container.rootfs, pidfile), host_pid_fd)
+        finally:
+            os.close(host_pid_fd)
+        log.debug(f"copied {pidfile} to {host_pid} on the host")
     return 0
 
 

@@ -242,7 +242,9 @@ def _site_mount(item: Any, path: str) -> Mount:
     try:
         if isinstance(item, dict):
             _keys(item, {"type", "source", "destination", "readonly"}, f"{path}.")
-            if item.get("type", "bind") != "bind":
+            if "type" not in item:  # Sarus requires it too
+                raise ConfigError(f"config key {path}.type: missing (write type: bind)")
+            if item["type"] != "bind":
                 raise ConfigError(f"config key {path}.type: unsupported mount type "
                                   f"{item['type']!r} (bind is the only type)")
             for key in ("source", "destination"):

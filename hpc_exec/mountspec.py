@@ -4,10 +4,11 @@ This module is part of the base floor and imports only the standard library and
 :mod:`hpc_exec.errors` (itself standard-library only), so the engine, the site config, the CLI
 and the hook programs all share it.
 
-* ``--mount=type=bind,src|source=PATH,dst|destination|target=PATH[,readonly|ro]
-  [,bind-propagation=MODE]`` (Sarus syntax). Both paths are absolute. A comma or a backslash
-  inside a value is written with a backslash before it: ``src=/data/a\\,b`` is the path
-  ``/data/a,b``. Blanks around an item are ignored; a path that ends in a blank writes it
+* ``--mount=type=bind,src|source=PATH,dst|destination|target=PATH[,readonly|ro]`` (Sarus
+  syntax, as strict: no empty item or trailing comma, one ``=`` per item, no
+  ``bind-propagation``: mounts are rprivate). Both paths are absolute. A comma, an ``=`` or a
+  backslash inside a value is written with a backslash before it: ``src=/data/a\\,b`` is the
+  path ``/data/a,b``. Blanks around an item are ignored; a path that ends in a blank writes it
   as ``\\ ``. A backslash before any other character is kept as it is.
 * ``--device=HOST[:CONTAINER][:ACCESS]``: absolute device paths (without ``:``); ACCESS is made
   of the letters ``r``, ``w``, ``m``, each at most once (default ``rwm``).
@@ -24,10 +25,8 @@ from typing import NamedTuple
 
 from hpc_exec.errors import InvalidInput
 
-__all__ = ["PROPAGATION_MODES", "Device", "Mount", "bind", "format_device", "format_mount",
-           "parse_device", "parse_mount"]
-
-PROPAGATION_MODES = ("shared", "slave", "private", "rshared", "rslave", "rprivate")
+__all__ = ["Device", "Mount", "bind", "format_device", "format_mount", "parse_device",
+           "parse_mount"]
 
 
 class Mount(NamedTuple):
@@ -35,8 +34,7 @@ class Mount(NamedTuple):
 
     source: str
     destination: str
-    readonly: bool = False
-    propagation: str = ""  # one of PROPAGATION_MODES, or "" for the default
+    readonly: bool = False  # always recursive and private (rprivate), as in Sarus
 
 
 class Device(NamedTuple):
@@ -55,21 +53,22 @@ def _absolute(path: str, what: str, spec: str) -> str:
     return os.path.normpath(path).replace("//", "/")
 
 
-_ESCAPABLE = ",\\ \t"
+_ESCAPABLE = ",=\\ \t"
+_Item = list[tuple[str, bool]]  # (character, escaped by a backslash)
 
 
-def _split_items(spec: str) -> list[str]:
-    """Split at commas not escaped by a backslash, drop the unescaped blanks around each item,
-    and remove the backslash of ``\\,``, ``\\\\``, ``\\ `` and ``\\<tab>``."""
-    items: list[str] = []
-    current: list[tuple[str, bool]] = []  # (character, escaped)
+def _split_items(spec: str) -> list[_Item]:
+    """Split at commas not escaped by a backslash and drop the unescaped blanks around each
+    item; ``\\,``, ``\\=``, ``\\\\``, ``\\ `` and ``\\<tab>`` stand for the character itself."""
+    items: list[_Item] = []
+    current: _Item = []
 
     def close() -> None:
         while current and not current[-1][1] and current[-1][0] in " \t":
             current.pop()
         while current and not current[0][1] and current[0][0] in " \t":
             current.pop(0)
-        items.append("".join(c for c, _ in current))
+        items.append(list(current))
         current.clear()
 
     i = 0
@@ -88,37 +87,48 @@ def _split_items(spec: str) -> list[str]:
     return items
 
 
+def _text(chars: _Item) -> str:
+    return "".join(c for c, _ in chars)
+
+
 def _escape(value: str) -> str:
-    value = value.replace("\\", "\\\\").replace(",", "\\,")
+    value = value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
     stripped = value.rstrip(" \t")  # blanks that end a value would be dropped: escape them
     return stripped + "".join("\\" + c for c in value[len(stripped):])
 
 
 _KEYS = {"src": "source", "source": "source", "dst": "destination",
-         "destination": "destination", "target": "destination", "type": "type",
-         "bind-propagation": "bind-propagation"}
+         "destination": "destination", "target": "destination", "type": "type"}
 
 
 def parse_mount(spec: str) -> Mount:
-    """Parse one ``--mount`` value."""
+    """Parse one ``--mount`` value (as strictly as Sarus: no empty item, one ``=`` per item)."""
     fields: dict[str, str] = {}
     readonly = False
-    for item in _split_items(spec):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        key = key.strip().lower()
+    for chars in _split_items(spec):
+        item = _text(chars)
+        if not item:
+            raise InvalidInput(f"empty item in mount {spec!r} (check for ',,' or a comma at "
+                               "the start or end)")
+        equals = [i for i, (c, escaped) in enumerate(chars) if c == "=" and not escaped]
+        key = _text(chars[:equals[0]] if equals else chars).strip().lower()
+        if len(equals) > 1:
+            raise InvalidInput(f"mount option {item!r} in {spec!r} has more than one '=' "
+                               "(write an '=' in a path as '\\=')")
+        value = _text(chars[equals[0] + 1:]) if equals else ""
         if key in ("readonly", "ro"):
-            if sep and value.lower() not in ("true", "1", "false", "0"):
+            if equals and value.lower() not in ("true", "1", "false", "0"):
                 raise InvalidInput(f"invalid value {value!r} for readonly in {spec!r}")
-            readonly = not sep or value.lower() in ("true", "1")
+            readonly = not equals or value.lower() in ("true", "1")
             continue
-        if not sep:
+        if not equals:
             raise InvalidInput(f"invalid mount option {item!r} in {spec!r} (expected "
                                "key=value or 'readonly'; write a comma in a path as '\\,')")
         canonical = _KEYS.get(key)
         if canonical is None:
-            raise InvalidInput(f"unknown mount option {key!r} in {spec!r}")
+            hint = (" (Sarus has no bind-propagation either: mounts are always rprivate)"
+                    if key == "bind-propagation" else "")
+            raise InvalidInput(f"unknown mount option {key!r} in {spec!r}{hint}")
         if canonical in fields:
             raise InvalidInput(f"mount option {key!r} given twice in {spec!r}")
         fields[canonical] = value
@@ -131,22 +141,17 @@ def parse_mount(spec: str) -> Mount:
     for key, example in (("source", "src=/path"), ("destination", "dst=/path")):
         if key not in fields:
             raise InvalidInput(f"mount {spec!r} lacks a {key} ({example})")
-    return bind(fields["source"], fields["destination"], readonly=readonly,
-                propagation=fields.get("bind-propagation", ""), spec=spec)
+    return bind(fields["source"], fields["destination"], readonly=readonly, spec=spec)
 
 
-def bind(source: str, destination: str, *, readonly: bool = False, propagation: str = "",
+def bind(source: str, destination: str, *, readonly: bool = False,
          spec: str | None = None) -> Mount:
-    """A validated :class:`Mount` (absolute paths, normalised; a known propagation mode).
+    """A validated :class:`Mount` (absolute paths, normalised).
 
     ``spec`` is the text the values came from, named in errors."""
     where = spec if spec is not None else f"{source}:{destination}"
-    if propagation and propagation not in PROPAGATION_MODES:
-        raise InvalidInput(f"invalid bind-propagation {propagation!r} in {where!r} "
-                           f"(one of {', '.join(PROPAGATION_MODES)})")
     return Mount(_absolute(source, "mount source", where),
-                 _absolute(destination, "mount destination", where), bool(readonly),
-                 propagation)
+                 _absolute(destination, "mount destination", where), bool(readonly))
 
 
 def format_mount(mount: Mount) -> str:
@@ -155,8 +160,6 @@ def format_mount(mount: Mount) -> str:
             f"destination={_escape(mount.destination)}")
     if mount.readonly:
         text += ",readonly"
-    if mount.propagation:
-        text += f",bind-propagation={mount.propagation}"
     return text
 
 

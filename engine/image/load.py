@@ -26,6 +26,7 @@ from hpc_exec.engine.image.pull import (
     convert_and_publish,
     entry_for,
     remove_damaged,
+    temp_directory,
 )
 from hpc_exec.engine.image.reference import load_reference
 from hpc_exec.engine.store.index import ImageEntry
@@ -113,9 +114,15 @@ def _read(archive: _Archive) -> tuple[bytes, list[LayerSource]]:
 
 
 def load(archive_path: Path, ref: str, repo: Repository,
-         reporter: Reporter | None = None) -> ImageEntry:
+         reporter: Reporter | None = None, temp_dir: Path | None = None) -> ImageEntry:
     report = reporter or Reporter()
     reference = load_reference(ref)
+    if reference.digest:  # a digest names an image in a registry (Sarus refuses it too)
+        raise InvalidInput(f"invalid image reference {ref!r}: a loaded image is named by a tag, "
+                           f"not a digest ({reference.digest})",
+                           hint="give the name without '@...', e.g. "
+                           f"{ref.partition('@')[0]}")
+    temp_root = temp_directory(temp_dir, Path(repo.settings.temp_dir))
     if not archive_path.is_file():
         raise InvalidInput(f"image archive {archive_path} does not exist or is not a file")
     archive = _Archive(archive_path)
@@ -127,7 +134,7 @@ def load(archive_path: Path, ref: str, repo: Repository,
                        ("images directory", str(repo.layout.images_dir)),
                        ("image digest", image_id)])
         repo.layout.ensure()
-        with PullLock(repo, image_id, reference, report, Path(repo.settings.temp_dir)):
+        with PullLock(repo, image_id, reference, report, temp_root):
             remove_damaged(repo, image_id, report)
             if not (repo.layout.squashfs(image_id).exists()
                     and repo.layout.image_metadata(image_id).exists()):

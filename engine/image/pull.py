@@ -41,7 +41,7 @@ from hpc_exec.engine.store.layout import Layout
 from hpc_exec.engine.store.lock import FileLock
 
 from hpc_exec.config import Settings, SquashfsOptions
-from hpc_exec.errors import RegistryError, RepositoryError
+from hpc_exec.errors import InvalidInput, RegistryError, RepositoryError
 
 if TYPE_CHECKING:  # the rest loads only when this process does the work (waiters stay light)
     import threading
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the rest loads only when this process does the work (waiter
 
 __all__ = ["PULL_LOCK_TIMEOUT", "PullLock", "Reporter", "Repository", "connect",
            "convert_and_publish", "disk_errors", "entry_for", "now", "pull",
-           "remove_abandoned_work_dirs", "remove_damaged"]
+           "remove_abandoned_work_dirs", "remove_damaged", "temp_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def pull(
     """Make ``ref`` present and current in ``repo``; return its entry (module contract)."""
     report = reporter or Reporter()
     reference = parse(ref) if isinstance(ref, str) else ref
-    temp_root = Path(temp_dir or repo.settings.temp_dir)
+    temp_root = temp_directory(temp_dir, repo.settings.temp_dir)
     with connect(reference.server, credentials, repo.settings) as client:
         body, ctype, digest = client.get_manifest(reference.repository,
                                                   reference.manifest_reference)
@@ -168,6 +168,20 @@ def pull(
             repo.index.add(entry)
             report.say(f"pulled {reference.key} ({entry.short_id})")
             return entry
+
+
+def temp_directory(given: Path | None, site: Path) -> Path:
+    """The temp dir of a pull or load: ``given`` (``--temp-dir``, relative to the current
+    directory) must be an existing directory, as in Sarus ("invalid temporary directory"),
+    never created; else the site's ``tempDir`` (created when missing)."""
+    if given is None:
+        return Path(site)
+    path = Path(os.path.abspath(given))
+    if not path.is_dir():
+        raise InvalidInput(f"invalid temporary directory {str(path)!r}: "
+                           + ("it is not a directory" if path.exists() else "it does not exist"),
+                           hint="give an existing directory to --temp-dir")
+    return path
 
 
 class PullLock:

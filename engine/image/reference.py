@@ -4,10 +4,12 @@ Contract:
 
 * :func:`parse` accepts the Docker/OCI reference grammar (distribution/reference), optionally
   prefixed by ``docker://`` or ``oras://`` as Snakemake and Apptainer users write it.
-* The first path component is a server when it contains ``.`` or ``:`` or is ``localhost``;
-  otherwise the server is ``docker.io`` and a one-component path gets the ``library/``
-  namespace. The server is lowercased; ``index.docker.io`` and ``registry-1.docker.io`` mean
-  ``docker.io``.
+* The first path component is a server when it contains ``.`` or ``:``, is ``localhost``, or
+  has an uppercase letter (a repository name cannot: ``MyReg/alpine`` is server ``MyReg``, as
+  in Docker's and Sarus' grammar); otherwise the server is ``docker.io`` and a one-component
+  path gets the ``library/`` namespace. The server is lowercased unless that would make it
+  look like a namespace (``MyReg`` stays); ``index.docker.io`` and ``registry-1.docker.io``
+  mean ``docker.io``.
 * The tag defaults to ``latest``. A digest wins over a tag: the tag is kept for display only.
 * :attr:`ImageReference.key` is the one normalised storage key:
   ``server/repository@digest`` when a digest is given, else ``server/repository:tag``.
@@ -71,6 +73,10 @@ class ImageReference:
         return self.key
 
 
+def _domain_like(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost"
+
+
 def _fail(text: str, reason: str) -> InvalidInput:
     return InvalidInput(f"invalid image reference {text!r}: {reason}")
 
@@ -121,7 +127,7 @@ def parse(text: str) -> ImageReference:
 
     parts = text.split("/")
     server = DEFAULT_SERVER
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+    if len(parts) > 1 and (_domain_like(parts[0]) or parts[0] != parts[0].lower()):
         server = parts.pop(0)
         host = _HOST_RE.fullmatch(server)
         if not host:
@@ -129,7 +135,8 @@ def parse(text: str) -> ImageReference:
         port = host.group(1)
         if port is not None and (len(port) > 5 or not 0 < int(port) < 65536):
             raise _fail(original, f"bad port {port!r} in {server!r} (1 to 65535)")
-        server = server.lower()  # host names are case-insensitive: one key per registry
+        if _domain_like(server.lower()):  # host names are case-insensitive: one key per
+            server = server.lower()  # registry; 'MyReg' would then read as a namespace
         if server in _DOCKER_ALIASES:
             server = DEFAULT_SERVER
     for part in parts:

@@ -55,10 +55,10 @@ from hpc_exec.mountspec import (
     parse_mount,
 )
 
-__all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
-           "inspect", "is_squashfs_path", "mount_destination_allowed", "mpi_hook_types",
-           "parse_annotation", "parse_env_option", "read_env_file", "resolve", "run",
-           "run_options", "site_hooks", "write_env_file"]
+__all__ = ["Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "containers",
+           "execute", "inspect", "is_squashfs_path", "kill", "mount_destination_allowed",
+           "mpi_hook_types", "parse_annotation", "parse_env_option", "read_env_file", "resolve",
+           "run", "run_options", "site_hooks", "write_env_file"]
 
 Bind = str | tuple[str, str] | tuple[str, str, bool]
 
@@ -143,7 +143,7 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
                 pid: str | None = None, mpi: bool = False, mpi_type: str | None = None,
                 glibc: bool = False, ssh: bool = False, sync: bool = False,
                 annotations: Mapping[str, str] | None = None, tty: bool = False,
-                debug: bool = False) -> RunOptions:
+                debug: bool = False, name: str | None = None) -> RunOptions:
     """Validated :class:`RunOptions` from Python values.
 
     ``binds`` are ``SRC[:DST][:ro]`` strings or ``(src, dst[, readonly])`` tuples (any path);
@@ -171,9 +171,50 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
         env=tuple(env_items), clean_env=clean_env, workdir=workdir, entrypoint=entrypoint,
         init=init, pid=pid, mpi=mpi, mpi_type=mpi_type, glibc=glibc, ssh=ssh, sync=sync,
         annotations=tuple((k, str(v)) for k, v in (annotations or {}).items()), tty=tty,
-        log_level="debug" if debug else None)
+        log_level="debug" if debug else None,
+        name=None if name is None else _check_name(name))
     effective_pid(options)  # InvalidInput for a bad pid or ssh with pid="host"
     return options
+
+
+def _check_name(name: str) -> str:
+    from hpc_exec.engine.runtime.runc import check_name
+
+    return check_name(name)
+
+
+def containers(*, settings: Settings | None = None) -> str:
+    """runc's table of this user's containers (``hpc-exec ps``, as ``sarus ps``)."""
+    from hpc_exec.engine.runtime import runc
+
+    from hpc_exec import process
+    from hpc_exec.config import load_settings
+
+    settings = settings or load_settings()
+    rootless = os.geteuid() != 0
+    root = runc.state_root(rootless)
+    if not root.is_dir():
+        return "ID          PID         STATUS      BUNDLE      CREATED     OWNER\n"
+    return process.run(runc.list_argv(runc.find_runc(settings.runc_path), root, rootless),
+                       timeout=60, desc="listing the containers (runc list)").stdout
+
+
+def kill(name: str, signal: str = "SIGHUP", *, settings: Settings | None = None) -> None:
+    """Send ``signal`` to the container ``name`` (``hpc-exec kill``; Sarus sends SIGHUP); its
+    ``hpc-exec run`` then ends with the container's status. InvalidInput for an unknown name."""
+    from hpc_exec.engine.runtime import runc
+
+    from hpc_exec import process
+    from hpc_exec.config import load_settings
+
+    settings = settings or load_settings()
+    runc.check_name(name)
+    rootless = os.geteuid() != 0
+    root = runc.state_root(rootless)
+    if not (root / name).is_dir():
+        raise InvalidInput(f"no container named {name!r} ('hpc-exec ps' lists them)")
+    process.run(runc.kill_argv(runc.find_runc(settings.runc_path), root, rootless, name,
+                               signal), timeout=60, desc=f"signalling container {name}")
 
 
 def command_line(image: str | os.PathLike[str], options: RunOptions, *,
@@ -211,6 +252,8 @@ def command_line(image: str | os.PathLike[str], options: RunOptions, *,
     if options.mpi_type is not None:
         argv.append(f"--mpi-type={options.mpi_type}")
     argv += [f"--annotation={k}={v}" for k, v in options.annotations]
+    if options.name is not None:
+        argv.append(f"--name={options.name}")
     if centralized:
         argv.append("--centralized-repository")
     return [*argv, text, "--", *options.command]
@@ -300,8 +343,9 @@ def _env_memfd(options: RunOptions) -> int:
 
 def mount_destination_allowed(destination: str, settings: Settings | None = None) -> bool:
     """Whether the site's ``userMounts`` let a user mount at ``destination``."""
-    from hpc_exec.config import load_settings
     from hpc_exec.engine.runtime.mounts import check_user_destination
+
+    from hpc_exec.config import load_settings
     from hpc_exec.errors import SecurityError
 
     rules = (settings or load_settings()).user_mounts

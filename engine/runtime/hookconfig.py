@@ -188,11 +188,13 @@ def _when_holds(hook: Hook, annotations: Mapping[str, str], argv0: str,
                 has_bind_mounts: bool) -> bool:
     if hook.always is not None and not hook.always:
         return False
+    # Each regex must match the whole value (boost::regex_match in Sarus, as the OCI hooks
+    # schema means it): 'com.acc' does not select 'com.acc.a', 'ech' not '/bin/echo'.
     for key_re, value_re in hook.annotations:
-        if not any(re.search(key_re, k) and re.search(value_re, v)
+        if not any(re.fullmatch(key_re, k) and re.fullmatch(value_re, v)
                    for k, v in annotations.items()):
             return False
-    if hook.commands and not any(re.search(c, argv0) for c in hook.commands):
+    if hook.commands and not any(re.fullmatch(c, argv0) for c in hook.commands):
         return False
     if hook.has_bind_mounts is not None and hook.has_bind_mounts != has_bind_mounts:
         return False
@@ -282,10 +284,11 @@ def merge_python_hooks(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def mpi_types(hooks: Sequence[Hook]) -> list[tuple[Hook, str]]:
-    """(hook, MPI type) for hooks selected by a ``com.hooks.mpi.type`` annotation."""
+    """(hook, MPI type regex) for hooks selected by a ``com.hooks.mpi.type`` annotation (the
+    regex as written, which Sarus' ``hooks --mpi`` prints)."""
     out = []
     for hook in hooks:
         for key_re, value_re in hook.annotations:
-            if re.search(key_re, "com.hooks.mpi.type"):
-                out.append((hook, value_re.removeprefix("^").removesuffix("$")))
+            if re.fullmatch(key_re, "com.hooks.mpi.type"):
+                out.append((hook, value_re))
     return out

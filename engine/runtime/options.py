@@ -9,7 +9,8 @@ annotations.
 * :class:`ImageConfig` is the part of an OCI image config the run side needs (entrypoint, cmd,
   env, workdir, labels), read from the image's ``metadata`` JSON.
 * :func:`process_args` applies the Sarus CLI rules: arguments after the image replace cmd;
-  ``--entrypoint X`` replaces the entrypoint and discards cmd; ``--entrypoint ""`` removes it.
+  ``--entrypoint X`` replaces the entrypoint (X split into words at blanks, as Sarus does) and
+  discards cmd; ``--entrypoint ""`` removes it.
 * :func:`merge_environment` merges, in this order (Sarus 1.6.3's ``ConfigsMerger``): host
   (nothing with ``clean_env``), image (less its ``PMIX_*``: the host's PMIx server is the one
   the task talks to), the GPU variables (:func:`gpu_environment`), ``TINI_SUBREAPER=1`` with
@@ -62,6 +63,7 @@ class RunOptions(NamedTuple):
     annotations: tuple[tuple[str, str], ...] = ()  # --annotation KEY=VALUE
     tty: bool = False  # --tty
     log_level: str | None = None  # the global --debug: "debug" (--verbose: "info")
+    name: str | None = None  # --name: the container's name (hpc-exec ps, kill); None: a default
 
 
 class Image(NamedTuple):
@@ -127,12 +129,13 @@ class ImageConfig(NamedTuple):
 
 
 def process_args(image: ImageConfig, args: Sequence[str], entrypoint: str | None) -> list[str]:
-    """The container's argv. ``entrypoint`` None: image's; "": none; else replaces it."""
+    """The container's argv. ``entrypoint`` None: image's; "": none; else replaces it, split
+    into words at blanks as Sarus does (``--entrypoint "echo hello"``; no quoting)."""
     if entrypoint is None:
         ep: list[str] = list(image.entrypoint)
         cmd = list(args) if args else list(image.cmd)
     else:
-        ep = [entrypoint] if entrypoint else []
+        ep = entrypoint.split()
         cmd = list(args)
     argv = ep + cmd
     if not argv:
@@ -282,10 +285,12 @@ def effective_pid(options: RunOptions) -> str:
 
 
 def parse_annotation(text: str) -> tuple[str, str]:
-    """``--annotation KEY=VALUE`` -> (KEY, VALUE)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise InvalidInput(f"invalid annotation {text!r} (expected KEY=VALUE)")
+    """``--annotation KEY=VALUE`` -> (KEY, VALUE); ``KEY`` alone gives an empty value, as in
+    Sarus."""
+    key, _, value = text.partition("=")
+    if not key:
+        raise InvalidInput(f"invalid annotation {text!r}: the key is empty (expected "
+                           "KEY[=VALUE])")
     return key, value
 
 

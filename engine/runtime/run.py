@@ -26,6 +26,7 @@ caller; it runs ``hpc-exec run`` as a child process.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import stat
@@ -41,6 +42,10 @@ from hpc_exec.errors import InvalidInput, RuntimeFailure
 from hpc_exec.mountspec import Device, Mount
 
 __all__ = ["plan", "run"]
+
+# --verbose shows INFO (what runs, from which image, with which mounts and hooks), --debug
+# adds DEBUG (every external command); hpc_exec.cli sets the level.
+log = logging.getLogger(__name__)
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -203,7 +208,7 @@ def _check_flags_answered(options: RunOptions, selected: list[Any], hooks_dir: P
         wanted = getattr(options, attr) or (attr == "mpi" and bool(options.mpi_type))
         if not wanted:
             continue
-        if not any(re.search(key_re, key) for hook in selected
+        if not any(re.fullmatch(key_re, key) for hook in selected
                    for key_re, _ in hook.annotations for key in keys):
             raise ConfigError(f"{flag}: no hook in {hooks_dir} answers it ({keys[0]})",
                               hint="the site's hooksDir lacks that hook: 'hpc-exec config init' "
@@ -254,6 +259,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
     selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
                                        has_bind_mounts=bool(all_mounts))
     _check_flags_answered(options, selected, settings.hooks_dir)
+    log.info("hooks selected: %s", ", ".join(h.name for h in selected) or "none")
     cwd = options.workdir or image.config.workdir or "/"
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")
@@ -303,7 +309,8 @@ def plan(options: RunOptions, image: Image, settings: Settings,
 
 # -- the watchdog ----------------------------------------------------------------------------
 
-def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool) -> None:
+def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool,
+              state_dir: Path | None = None) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
     try:
@@ -341,6 +348,10 @@ def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool) 
                         pass
             if sweep_user_namespace:
                 _sweep_user_namespace()
+            if state_dir is not None:  # runc's state, which a killed runc left on the host
+                import shutil
+
+                shutil.rmtree(state_dir, ignore_errors=True)
     except BaseException:
         code = 1
     os._exit(code)
@@ -370,16 +381,18 @@ def _sweep_user_namespace() -> None:
         time.sleep(0.01)
 
 
-def _start_watchdog(pid_file: Path, rootless: bool = False) -> int:
+def _start_watchdog(pid_file: Path, rootless: bool = False,
+                    state_dir: Path | None = None) -> int:
     """Fork the watchdog; return the write end of its control pipe. ``rootless``: it also
-    sweeps the run's user namespace when the engine dies."""
+    sweeps the run's user namespace when the engine dies; ``state_dir``: runc's state of the
+    container, removed then."""
     ctl_r, ctl_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ctl_w)
         os.close(ready_r)
-        _watchdog(ctl_r, ready_w, pid_file, rootless)
+        _watchdog(ctl_r, ready_w, pid_file, rootless, state_dir)
     os.close(ctl_r)
     os.close(ready_w)
     ok = os.read(ready_r, 1)
@@ -403,14 +416,16 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     if not image.squashfs.is_file():
         raise InvalidInput(f"image file {image.squashfs} does not exist")
     root = _bundle.bundle_dir(settings, rootless)
+    state_root, name = _container_name(options, p.runc, rootless)
     uid, gid = os.getuid(), os.getgid()
     groups = os.getgroups()
     _bundle.enter_private_namespace(rootless)
     b = _bundle.prepare(settings, image.squashfs, root, rootless)
+    log.info("bundle in %s (%s)", b.root, "rootless" if rootless else "as root")
     ctl = -1
     try:
         mounts = _contained_mounts(p.mounts, len(settings.site_mounts), b.rootfs, settings)
-        ctl = _start_watchdog(b.pid_file, rootless)
+        ctl = _start_watchdog(b.pid_file, rootless, state_root / name)
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
@@ -420,8 +435,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
         b.write_config(json.dumps(config))
-        argv = runc.run_argv(p.runc, bundle=b.root, container_id=f"hpc-exec-{os.getpid()}",
-                             state_dir=b.state_dir, log_path=b.log_path, pid_file=b.pid_file,
+        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name, state_dir=state_root,
+                             log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
                            not p.pid_private else None,
@@ -447,6 +462,33 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
                 pass
             os.close(ctl)
         b.close()
+
+
+def _container_name(options: RunOptions, runc_path: str, rootless: bool) -> tuple[Path, str]:
+    """runc's state root (made here, on the host, before any namespace) and the container's
+    name; a ``--name`` still held by a running container is an error, one whose container is
+    gone (its engine was killed) is freed."""
+    from hpc_exec.engine.runtime import runc
+
+    from hpc_exec import process
+
+    root = runc.make_state_root(runc.state_root(rootless))
+    if options.name is None:
+        return root, runc.default_name()
+    name = runc.check_name(options.name)
+    if (root / name).exists():
+        state = process.run(runc.state_argv(runc_path, root, rootless, name), timeout=30,
+                            check=False, desc=f"asking runc about container {name}")
+        try:
+            status = json.loads(state.stdout).get("status") if state.returncode == 0 else None
+        except ValueError:
+            status = None
+        if status not in (None, "stopped"):
+            raise InvalidInput(f"container name {name!r} is in use (status {status}; "
+                               "'hpc-exec ps' lists the containers)")
+        process.run([*runc.list_argv(runc_path, root, rootless)[:-1], "delete", "--force",
+                     name], timeout=30, check=False, desc=f"removing stopped container {name}")
+    return root, name
 
 
 def _contained_mounts(mounts: list[Mount], n_site: int, rootfs: Path,
@@ -559,4 +601,21 @@ def run(options: RunOptions, image: Image, *, settings: Settings | None = None,
     # not even look up /bin/echo. Sarus sets the same at its start; the container itself
     # gets runc's 0022.
     os.umask(0o022)
-    return _run_here(options, image, settings, p)
+    if log.isEnabledFor(logging.INFO):
+        _log_plan(image, p)
+    status = _run_here(options, image, settings, p)
+    log.info("the container exited with status %d", status)
+    return status
+
+
+def _log_plan(image: Image, p: _Plan) -> None:
+    import shlex
+
+    log.info("image %s: %s", image.name or "(file)", image.squashfs)
+    log.info("command: %s (in %s)", shlex.join(p.args), p.cwd)
+    for m in p.mounts:
+        log.info("mount %s on %s%s", m.source, m.destination, " (read-only)" if m.readonly
+                 else "")
+    for d in p.devices:
+        log.info("device %s (%s)", d.path, d.access)
+    log.info("runtime: %s", p.runc)

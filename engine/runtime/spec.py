@@ -46,8 +46,8 @@ class DeviceNode(NamedTuple):
 
 
 def _bind(spec: Mount) -> dict[str, Any]:
-    # bind-propagation from --mount (validated by the parser); private unless asked
-    options = ["rbind", "nosuid", "nodev", spec.propagation or "rprivate"]
+    # always recursive and private, as in Sarus (no bind-propagation option since Sarus 1.4)
+    options = ["rbind", "nosuid", "nodev", "rprivate"]
     if spec.readonly:
         options.append("ro")
     return {"destination": spec.destination, "type": "bind", "source": spec.source,

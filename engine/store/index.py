@@ -152,7 +152,7 @@ class Index:
     def _store(self, entries: dict[str, ImageEntry]) -> None:
         self.layout.remove_stale_temps(_TEMP_OWNER)  # a killed writer's leftovers
         data = {"version": INDEX_VERSION,
-                "images": {k: entries[k].to_json(self.layout) for k in sorted(entries)}}
+                "images": {k: e.to_json(self.layout) for k, e in entries.items()}}  # pull order
         tmp = self.layout.temp(_TEMP_OWNER, ".json")
         try:
             with os.fdopen(self.layout.create_file(tmp), "w") as f:
@@ -193,6 +193,7 @@ class Index:
             if not entry.present():  # re-checked under the lock: an rmi may have raced us
                 raise RepositoryError(f"image files of {entry.key} vanished before indexing",
                                       hint="pull again")
+            entries.pop(entry.key, None)  # listed last, in pull order (as Sarus does)
             entries[entry.key] = entry  # a tag that moved frees its old image (update)
             for key, other in entries.items():  # the same image, repaired: one size for all
                 if other.image_id == entry.image_id and other.size != entry.size:

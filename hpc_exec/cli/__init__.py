@@ -11,11 +11,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hpc_exec import __version__
 from hpc_exec.errors import ExitCode, HpcExecError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["Once", "build_parser", "main", "nonempty"]
 
 log = logging.getLogger("hpc_exec")
 
@@ -28,6 +29,7 @@ COMMAND_MODULES = [
     "hpc_exec.testbed.cli",
     "hpc_exec.cli.images",
     "hpc_exec.cli.run",
+    "hpc_exec.cli.containers",
     "hpc_exec.cli.ssh",
     "hpc_exec.cli.config",
     "hpc_exec.cli.apptainer",
@@ -74,6 +76,26 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
+class Once(argparse.Action):
+    """An option that takes one value and may be given once: a second ``--workdir`` is a
+    usage error, as in Sarus (boost's "option cannot be specified more than once")."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        seen = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in seen:
+            parser.error(f"option {'/'.join(self.option_strings)} may be given only once")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
+def nonempty(text: str) -> str:
+    """An option value that must not be empty (``--mpi-type ""``, ``--username ""``)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty value is not allowed")
+    return text
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or only of ``command`` when it is a hot one."""
     parser = _Parser(
@@ -88,16 +110,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     # the caller can raise it again; not for people, hence hidden. Give it as --report-fd=N.
     parser.add_argument("--report-fd", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub.required = False  # main names an unknown option first, then a missing command
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _a: print(f"hpc-exec {__version__}") or 0)
+    helper = sub.add_parser("help", help="print the help of hpc-exec or of a COMMAND",
+                            description="hpc-exec help [COMMAND], as 'sarus help run'.")
+    helper.add_argument("topic", nargs="?", metavar="COMMAND")
+    helper.set_defaults(handler=_help)
 
     import importlib
 
     for name in [HOT_COMMANDS[command]] if command in HOT_COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
+
+
+def _help(args: argparse.Namespace) -> int:
+    parser = build_parser()
+    if args.topic is None:
+        parser.print_help()
+        return 0
+    choices: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:  # argparse keeps the subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            choices = action.choices
+    if args.topic not in choices:
+        parser.error(f"unknown command {args.topic!r} (hpc-exec help lists them)")
+    choices[args.topic].print_help()
+    return 0
 
 
 def _setup_logging(debug: bool, verbose: bool) -> None:
@@ -120,7 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No global option takes a value, so the first word is the command.
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command) if command in HOT_COMMANDS else build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would say "COMMAND is required" for 'hpc-exec --bogus'
+        unknown = next((a for a in extra if a.startswith("-")), extra[0])
+        parser.error(f"unknown option {unknown!r}" if unknown.startswith("-")
+                     else f"unexpected argument {unknown!r}")
+    if args.command is None:
+        parser.error("a COMMAND is required (hpc-exec help lists them)")
     args.argv = argv  # the raw words, for what argparse's REMAINDER handling hides
     _setup_logging(args.debug, args.verbose)
     handler: Handler = args.handler

@@ -8,7 +8,9 @@ Contract:
   ``--login`` (prompts on the terminal), or the usual auth files; they never reach argv, logs or
   files.
 * ``images`` prints REPOSITORY, TAG, IMAGE ID, CREATED, SIZE, SERVER (``--digests`` adds
-  DIGEST; ``--json`` prints the entries as JSON).
+  DIGEST; ``--json`` prints the entries as JSON), in pull order, as Sarus does: REPOSITORY is
+  what ``run`` and ``rmi`` take (``server/namespace/image``, the server left out for
+  ``docker.io``, and ``library/`` too), SIZE is 1024-based (``1.04MB``).
 * ``rmi`` prints ``removed <key>``.
 * Errors are one line with the exit code of their class (docs/exit-codes.md), by cli.main.
 
@@ -25,12 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hpc_exec.cli import Once, nonempty
 from hpc_exec.errors import InvalidInput
 
 if TYPE_CHECKING:
     from hpc_exec.engine import Credentials, ImageEntry
 
-__all__ = ["add_parser", "format_images", "human_size"]
+__all__ = ["add_parser", "display_name", "format_images", "human_size"]
 
 CENTRAL_HELP = "use the site's centralized repository instead of your local one"
 
@@ -42,12 +45,13 @@ def add_parser(sub: Any) -> None:
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--login", action="store_true",
                       help="prompt for username and password on the terminal")
-    auth.add_argument("--username", metavar="USER", help="registry user name (with "
+    auth.add_argument("--username", metavar="USER", action=Once, type=nonempty, help="registry user name (with "
                       "--password-stdin)")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of stdin")
-    p.add_argument("--temp-dir", type=Path, metavar="DIR",
-                   help="where layers are downloaded (default: the site's tempDir)")
+    p.add_argument("--temp-dir", type=Path, metavar="DIR", action=Once,
+                   help="an existing directory where layers are downloaded (default: the "
+                   "site's tempDir)")
     p.add_argument("--platform", default="linux/amd64", help=argparse.SUPPRESS)
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)
     p.add_argument("image", metavar="REF", help="[docker://][server/][namespace/]image[:tag]"
@@ -55,10 +59,13 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=_pull)
 
     p = sub.add_parser("load", help="load a docker-save or OCI archive into the cache")
+    p.add_argument("--temp-dir", type=Path, metavar="DIR", action=Once,
+                   help="an existing scratch directory (default: the site's tempDir); the "
+                   "archive is streamed into squashfs, never unpacked")
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)
     p.add_argument("archive", type=Path, metavar="ARCHIVE")
-    p.add_argument("image", metavar="REF", help="name to store it under (without a server: "
-                   "load/library/NAME)")
+    p.add_argument("image", metavar="REF", help="name[:tag] to store it under (without a "
+                   "server: load/library/NAME; no @digest)")
     p.set_defaults(handler=_load)
 
     p = sub.add_parser("images", help="list the images in the cache")
@@ -106,9 +113,9 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 class CliReporter:
     """Sarus-style header on stdout; per-layer progress on stderr (one live line on a tty)."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.out, self.err = out, err
-        self.tty = err.isatty()
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.out, self.err = out or sys.stdout, err or sys.stderr  # the streams of now
+        self.tty = self.err.isatty()
         self.lock = threading.Lock()
         self.sizes: dict[str, int] = {}
         self.done: dict[str, int] = {}
@@ -168,7 +175,7 @@ def _load(args: argparse.Namespace) -> int:
     from hpc_exec.engine import api as engine
 
     entry = engine.load(args.archive, args.image, centralized=args.centralized_repository,
-                        reporter=CliReporter())  # type: ignore[arg-type]
+                        temp_dir=args.temp_dir, reporter=CliReporter())  # type: ignore[arg-type]
     print(f'# {"squashfs image":<16} : "{entry.squashfs}"', flush=True)
     return 0
 
@@ -176,10 +183,22 @@ def _load(args: argparse.Namespace) -> int:
 # -- images / rmi ----------------------------------------------------------------------------
 
 def human_size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n}B"
+    """Sarus' size text: 1024-based, two decimals (``1.04MB`` for 1,090,000 bytes)."""
+    size, units = float(n), ("B", "KB", "MB", "GB", "TB")
+    i = 0
+    while size > 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.2f}{units[i]}"
+
+
+def display_name(entry: ImageEntry) -> str:
+    """The REPOSITORY column: the name ``run`` and ``rmi`` find the entry by (as Sarus shows
+    it: the server unless it is docker.io, then the namespace unless it is library)."""
+    if entry.server != "docker.io":
+        return f"{entry.server}/{entry.repository}"
+    namespace, _, image = entry.repository.rpartition("/")
+    return image if namespace == "library" else entry.repository
 
 
 def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
@@ -190,7 +209,7 @@ def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
     for e in entries:
         tag = "<none>" if "@" in e.key else e.tag
         created = e.created.replace("+00:00", "")
-        rows.append([e.repository, tag, *([e.digest] if digests else []), e.short_id, created,
+        rows.append([display_name(e), tag, *([e.digest] if digests else []), e.short_id, created,
                      human_size(e.size), e.server])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -13,6 +13,8 @@ import argparse
 import os
 from typing import Any
 
+from hpc_exec.cli import Once, nonempty
+
 __all__ = ["add_parser", "hooks_command", "run_command"]
 
 
@@ -25,24 +27,26 @@ def add_parser(sub: Any) -> None:
         "Exits with the container's own status; engine failures use codes 110-125 "
         "(docs/exit-codes.md).")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
-                   help="type=bind,src=/host/path,dst=/container/path[,readonly] (a comma in "
-                   "a path: \\,)")
+                   help="type=bind,src=/host/path,dst=/container/path[,readonly] (a comma or "
+                   "'=' in a path: \\, \\=)")
     p.add_argument("--device", action="append", default=[], metavar="SPEC",
                    help="/dev/host[:/dev/container][:rwm]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="set a variable (NAME alone copies the host's value)")
-    p.add_argument("--env-file", default=None, help=argparse.SUPPRESS)  # hpc_exec.engine.run's
+    p.add_argument("--env-file", default=None, action=Once, help=argparse.SUPPRESS)  # hpc_exec.engine.run's
     p.add_argument("--clean-env", action="store_true",
                    help="start from no host variables (only the image's, the site's and -e)")
-    p.add_argument("-w", "--workdir", default=None, metavar="DIR",
+    p.add_argument("-w", "--workdir", default=None, metavar="DIR", action=Once,
                    help="working directory in the container (created if missing)")
-    p.add_argument("--entrypoint", default=None, metavar="X",
+    p.add_argument("--entrypoint", default=None, metavar="X", action=Once,
                    help="replace the image's entrypoint (and drop its cmd); '' removes it")
     p.add_argument("--init", action="store_true", help="run tini as PID 1")
-    p.add_argument("--pid", choices=("host", "private"), default=None,
+    p.add_argument("--pid", choices=("host", "private"), default=None, action=Once,
                    help="PID namespace (default: the host's, as MPI needs; private with --ssh)")
-    p.add_argument("--mpi", action="store_true", help="enable the MPI hook (default MPI type)")
-    p.add_argument("--mpi-type", default=None, metavar="T", help="enable the MPI hook for T")
+    p.add_argument("-m", "--mpi", action="store_true",
+                   help="enable the MPI hook (default MPI type)")
+    p.add_argument("--mpi-type", default=None, metavar="T", action=Once, type=nonempty,
+                   help="enable the MPI hook for T")
     p.add_argument("--glibc", action="store_true", help="enable the glibc hook")
     p.add_argument("--ssh", action="store_true", help="enable the SSH hook (and the barrier)")
     p.add_argument("--sync", action="store_true",
@@ -50,6 +54,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--annotation", action="append", default=[], metavar="K=V",
                    help="OCI annotation; overrides the engine's and the image labels")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-n", "--name", default=None, metavar="NAME", action=Once, type=nonempty,
+                   help="the container's name, unique on the node ('hpc-exec ps' lists it, "
+                   "'hpc-exec kill NAME' stops it; default: hpc-exec-<pid>-<random>)")
     p.add_argument("--centralized-repository", action="store_true",
                    help="take IMAGE from the centralized repository")
     p.add_argument("image", metavar="IMAGE")
@@ -98,7 +105,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str]) -> Any:
         workdir=args.workdir, entrypoint=args.entrypoint, init=args.init, pid=args.pid,
         mpi=args.mpi, mpi_type=args.mpi_type, glibc=args.glibc, ssh=args.ssh, sync=args.sync,
         annotations=tuple(parse_annotation(a) for a in args.annotation), tty=args.tty,
-        log_level="debug" if getattr(args, "debug", False) else None)
+        log_level="debug" if getattr(args, "debug", False) else None, name=args.name)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -117,20 +124,23 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def hooks_command(args: argparse.Namespace) -> int:
+    import re
+
     from hpc_exec.config import load_settings
     from hpc_exec.engine.runtime.api import mpi_hook_types as mpi_types
     from hpc_exec.engine.runtime.api import site_hooks
 
     settings = load_settings()
     hooks = site_hooks(settings.hooks_dir)
-    if args.mpi:
+    default = settings.default_mpi_type
+    if args.mpi:  # as Sarus prints it: the value regex, "(default)" when defaultMPIType matches
         rows = [("NAME", "MPI TYPE")]
         for hook, kind in mpi_types(hooks):
-            mark = " (default)" if kind == settings.default_mpi_type else ""
+            mark = " (default)" if default and re.fullmatch(kind, default) else ""
             rows.append((hook.name, kind + mark))
     else:
         rows = [("NAME", "PATH", "STAGES")]  # type: ignore[list-item]
-        rows += [(h.name, h.path, ", ".join(h.stages)) for h in hooks]  # type: ignore[misc]
+        rows += [(h.name, h.path, ",".join(h.stages)) for h in hooks]  # type: ignore[misc]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -255,6 +255,41 @@ def test_ssh_hook_serves_the_container_over_ssh(site: Site) -> None:
     assert done.stdout.strip().splitlines()[-1] == "remote from-the-container"
 
 
+@pytest.mark.requires("root", "runc")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dropbear"), reason="needs dropbear-bin")
+def test_ssh_hook_honours_port_authorized_key_and_pidfile_annotations(site: Site) -> None:
+    """issue 13, item 20: com.hooks.ssh.port, authorize_ssh_key and pidfile_host, as Sarus'."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    site.install("08-ssh-hook.json", **{"SERVER_PORT=15263": f"SERVER_PORT={ports[0]}"})
+    process.run([hpc_exec_exe(), "ssh-keygen"], env=site.env, timeout=120,
+                desc="hpc-exec ssh-keygen")
+    keys = site.root / "extra-key"
+    keys.mkdir()
+    process.run(["dropbearkey", "-t", "ecdsa", "-f", str(keys / "key")], timeout=60,
+                desc="dropbearkey")
+    public = process.run(["dropbearkey", "-y", "-f", str(keys / "key")], timeout=60,
+                         desc="dropbearkey -y").stdout
+    (keys / "key.pub").write_text(next(line for line in public.splitlines()
+                                       if line.startswith("ecdsa-")) + "\n")
+    pidfile = site.root / "dropbear.pid"
+    # HOME=/tmp: dbclient then offers only -i's key, not the user's own id_dropbear
+    done = site.run("--ssh", "--annotation", f"com.hooks.ssh.port={ports[1]}",
+                    "--annotation", f"com.hooks.ssh.authorize_ssh_key={keys / 'key.pub'}",
+                    "--annotation", f"com.hooks.ssh.pidfile_host={pidfile}",
+                    "--mount", f"type=bind,src={keys},dst=/extra", site.image, "sh", "-c",
+                    f"HOME=/tmp timeout 30 /opt/oci-hooks/ssh/bin/dbclient -y -p {ports[1]} "
+                    "-i /extra/key localhost 'echo via the extra key'")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "via the extra key"
+    assert pidfile.read_text().strip().isdigit()
+
+
 def test_ssh_from_rank_0_reaches_the_container_on_another_node(site: Site) -> None:
     """OpenMPI-over-SSH style: rank 0's container runs 'ssh node2 hostname' and is answered by
     rank 1's container on node2 (its dropbear listens on node2's own address)."""

@@ -103,9 +103,8 @@ _name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,5}", fullmatch=True)
 _segment = st.text(st.characters(blacklist_characters="/\0:", blacklist_categories=("Cs",)),
                    min_size=1, max_size=5).filter(lambda s: s not in (".", ".."))
 _path = st.lists(_segment, min_size=1, max_size=3).map(lambda p: os.path.normpath("/" + "/".join(p)))
-_mount = st.builds(lambda s, d, ro, pr: engine.run_options(
-    mounts=[Mount(s, d, ro, pr)]).mounts[0], _path, _path, st.booleans(),
-    st.sampled_from(("", "rslave", "private")))
+_mount = st.builds(lambda s, d, ro: engine.run_options(
+    mounts=[Mount(s, d, ro)]).mounts[0], _path, _path, st.booleans())
 _device = st.builds(Device, _path, _path, st.sampled_from(("r", "rw", "rwm", "m")))
 _options = st.builds(
     engine.RunOptions,
@@ -120,7 +119,8 @@ _options = st.builds(
     mpi_type=st.none() | _name, glibc=st.booleans(), ssh=st.booleans(), sync=st.booleans(),
     annotations=st.lists(st.tuples(_name.map(lambda n: "com." + n), _word), max_size=3)
     .map(tuple),
-    tty=st.booleans(), log_level=st.sampled_from((None, "debug")))
+    tty=st.booleans(), log_level=st.sampled_from((None, "debug")),
+    name=st.none() | st.from_regex(r"[a-z0-9][a-z0-9_.+-]{0,10}", fullmatch=True))
 
 
 @settings(max_examples=300, deadline=None)

@@ -85,3 +85,6 @@ class _Fixed:
 
     def parse_args(self, _argv: object) -> object:
         return self.args
+
+    def parse_known_args(self, _argv: object) -> tuple[object, list[str]]:
+        return self.args, []

@@ -117,6 +117,27 @@ def test_moved_tag_frees_the_old_image(tmp_path: Path) -> None:
     assert keep.squashfs.exists()  # still used by "other"
 
 
+def test_entries_are_listed_in_pull_order(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 13, item 21: Sarus lists images in the order they were pulled; a pull again of a
+    listed image moves it last."""
+    from types import SimpleNamespace
+
+    from hpc_exec.engine import api
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    index = Index(layout)
+    for key, n in (("z", "7"), ("a", "8"), ("m", "9")):
+        index.add(_entry(layout, key, "sha256:" + n * 64))
+    assert list(index.read()) == ["z", "a", "m"]
+    index.add(_entry(layout, "z", "sha256:" + "7" * 64))
+    assert list(index.read()) == ["a", "m", "z"]
+    assert list(json.loads(layout.metadata.read_text())["images"]) == ["a", "m", "z"]
+    monkeypatch.setattr(api, "repository", lambda *a, **k: SimpleNamespace(index=index))
+    assert [e.key for e in api.images()] == ["a", "m", "z"]
+
+
 # -- issue 12 -------------------------------------------------------------------------------------
 
 def test_a_failed_index_write_deletes_no_image_file(tmp_path: Path,

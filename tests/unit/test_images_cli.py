@@ -23,11 +23,49 @@ def test_images_table() -> None:
                            _entry("127.0.0.1:5000/testbed/busybox@sha256:" + "d" * 64, "x")])
     lines = table.splitlines()
     assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE", "SERVER"]
-    assert lines[1].split() == ["testbed/busybox", "latest", "a" * 12, "2026-01-02T03:04:05",
-                                "1.09MB", "127.0.0.1:5000"]
+    assert lines[1].split() == ["127.0.0.1:5000/testbed/busybox", "latest", "a" * 12,
+                                "2026-01-02T03:04:05", "1.04MB", "127.0.0.1:5000"]
     assert lines[2].split()[1] == "<none>"
     assert "DIGEST" in format_images([], digests=True)
-    assert human_size(999) == "999B" and human_size(2_500_000_000) == "2.50GB"
+
+
+def test_sizes_are_1024_based_as_sarus_prints_them() -> None:
+    # issue 13, item 21: Sarus' createSizeString divides by 1024 while the size is above 1024
+    assert human_size(1_090_000) == "1.04MB"
+    assert human_size(999) == "999.00B" and human_size(1024) == "1024.00B"
+    assert human_size(1025) == "1.00KB" and human_size(2_500_000_000) == "2.33GB"
+
+
+@pytest.mark.parametrize(("server", "repository", "shown"), [
+    ("127.0.0.1:5000", "testbed/busybox", "127.0.0.1:5000/testbed/busybox"),
+    ("docker.io", "library/alpine", "alpine"),
+    ("docker.io", "ethcscs/mpich", "ethcscs/mpich"),
+    ("docker.io", "library/a/b", "library/a/b"),
+    ("load", "library/my_debian", "load/library/my_debian"),
+])
+def test_the_listed_name_is_the_one_run_finds(tmp_path: Path, server: str, repository: str,
+                                              shown: str) -> None:
+    """issue 13, item 12: the REPOSITORY column pasted into run/rmi finds the same entry (as
+    Sarus lists it: no server for docker.io, no library/ namespace there)."""
+    from hpc_exec.cli.images import display_name
+    from hpc_exec.engine.api import _find, _references
+    from hpc_exec.engine.store.index import Index
+    from hpc_exec.engine.store.layout import Layout
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    image_id = "sha256:" + "a" * 64
+    sqfs, meta = layout.squashfs(image_id), layout.image_metadata(image_id)
+    sqfs.write_bytes(b"x")
+    meta.write_text("{}")
+    entry = ImageEntry(key=f"{server}/{repository}:latest", server=server,
+                       repository=repository, tag="latest", digest=image_id, image_id=image_id,
+                       squashfs=sqfs, metadata=meta, created="c", size=1)
+    index = Index(layout)
+    index.add(entry)
+    assert display_name(entry) == shown
+    assert format_images([entry]).splitlines()[1].split()[0] == shown
+    assert _find(index, _references(shown)) == entry
 
 
 def test_commands_and_options_exist() -> None:

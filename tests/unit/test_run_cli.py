@@ -40,13 +40,14 @@ def test_hooks_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["hooks"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAME", "PATH", "STAGES"]
-    assert lines[1].split() == ["10-mpich", "/usr/bin/10-mpich", "prestart,", "poststop"]
+    # issue 13, item 19: stages joined with ',' and the MPI type as its regex, as Sarus prints
+    assert lines[1].split() == ["10-mpich", "/usr/bin/10-mpich", "prestart,poststop"]
     assert lines[3].split() == ["30-glibc", "/usr/bin/glibc", "createContainer"]
     assert main(["hooks", "--mpi"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAME", "MPI", "TYPE"]
-    assert lines[1].split() == ["10-mpich", "mpich"]
-    assert lines[2].split() == ["20-openmpi", "openmpi", "(default)"]
+    assert lines[1].split() == ["10-mpich", "^mpich$"]
+    assert lines[2].split() == ["20-openmpi", "^openmpi$", "(default)"]
     assert len(lines) == 3
 
 

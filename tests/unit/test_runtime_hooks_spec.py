@@ -44,7 +44,7 @@ def test_load_order_and_selection(tmp_path: Path) -> None:
                                     "env": ["A=b"], "timeout": 10}],
                       "createContainer": [{"path": "/usr/bin/10-always"}],
                       "poststop": [{"path": "/usr/bin/10-always"}]}
-    assert [(h.name, t) for h, t in mpi_types(hooks)] == [("20-mpi", "mpich")]
+    assert [(h.name, t) for h, t in mpi_types(hooks)] == [("20-mpi", "^mpich$")]
 
 
 def test_missing_dir_means_no_hooks(tmp_path: Path) -> None:

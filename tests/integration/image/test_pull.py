@@ -91,8 +91,10 @@ def test_cli_pull_images_rmi(testbed: Any, proxy: Any, site: Any) -> None:
     listing = cli(["images"], site.env).stdout.splitlines()
     assert listing[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE",
                                   "SERVER"]
-    assert listing[1].split()[0:2] == ["testbed/busybox", "latest"]
+    # the REPOSITORY column is what run and rmi take (issue 13, item 12), as Sarus lists it
+    assert listing[1].split()[0:2] == [f"{proxy.address}/testbed/busybox", "latest"]
     assert listing[1].split()[-1] == proxy.address
+    assert cli(["run", listing[1].split()[0], "true"], site.env).returncode == 0
     assert "DIGEST" in cli(["images", "--digests"], site.env).stdout
     out = cli(["images", "--json"], site.env)
     assert out.returncode == 0, out.stderr
@@ -108,7 +110,7 @@ def test_cli_pull_images_rmi(testbed: Any, proxy: Any, site: Any) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "text"), [
-    (["pull", "Bad/Name"], 110, "must be lowercase (found 'Bad')"),
+    (["pull", "bad/Name"], 110, "must be lowercase (found 'Name')"),
     (["pull", "127.0.0.1:1/nothing/here"], 114, "cannot reach registry"),
     (["pull", "{plain}/testbed/nonexistent:latest"], 112, "not found"),
     (["pull", "{private}/testbed/busybox"], 113, "requires a login"),
