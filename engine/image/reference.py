@@ -22,7 +22,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hpc_exec.errors import InvalidInput
 
@@ -45,9 +45,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class ImageReference:
-    """A parsed, normalised image reference."""
+class ImageReference(NamedTuple):
+    """A parsed, normalised image reference (a NamedTuple: no dataclass on the run path)."""
 
     server: str  # e.g. docker.io, 127.0.0.1:5000
     repository: str  # namespace/image, e.g. library/busybox
@@ -177,17 +176,15 @@ LOAD_SERVER = "load"  # the pseudo server of images loaded from archives (hpc-ex
 
 def load_reference(text: str) -> ImageReference:
     """``text`` parsed for a loaded image; without an explicit server it goes under ``load/``."""
-    from dataclasses import replace
-
     bare = text.removeprefix("docker://")
     if bare.startswith(f"{LOAD_SERVER}/"):  # load/library/name: as listed by images
         ref = parse(bare[len(LOAD_SERVER) + 1:])
         if ref.server != DEFAULT_SERVER:
             raise InvalidInput(f"invalid image reference {text!r}: a loaded image has no "
                                "other server")
-        return replace(ref, server=LOAD_SERVER)
+        return ref._replace(server=LOAD_SERVER)
     ref = parse(text)
     explicit = bare.split("/")[0] in ("docker.io", "index.docker.io", "registry-1.docker.io")
     if ref.server == DEFAULT_SERVER and not explicit:
-        ref = replace(ref, server=LOAD_SERVER)
+        ref = ref._replace(server=LOAD_SERVER)
     return ref
