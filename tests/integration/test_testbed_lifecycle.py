@@ -164,16 +164,15 @@ def test_remembered_port_taken_meanwhile_is_repicked(scratch: Path) -> None:
 
 def test_missing_binary_names_its_debian_package(scratch: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
+    from hpc_exec import process
     from hpc_exec.errors import MissingDependency
 
-    real_which = shutil.which
+    real_which = process._which
 
-    def which(cmd: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
-        return None if cmd == "munged" else real_which(cmd, mode, path)
+    def which(program: str, path: str) -> str | None:
+        return None if program == "munged" else real_which(program, path)
 
-    monkeypatch.setattr(shutil, "which", which)
+    monkeypatch.setattr(process, "_which", which)
     with pytest.raises(MissingDependency, match=r"required program 'munged' not found "
                                                 r"\(Debian package 'munge'\)"):
         tb.up(scratch, nodes=1, images=False)
