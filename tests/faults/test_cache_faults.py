@@ -302,6 +302,47 @@ def test_shared_repository_modes_do_not_follow_the_umask(fsite: Any) -> None:
     assert wrong == {}
 
 
+# -- what already held: pullers killed mid-download ----------------------------------------------
+# (Also pinned elsewhere, not repeated here: a puller SIGKILLed 20 times at random points never
+# leaves a partial image, tests/integration/image/test_concurrency.py::
+# test_sigkilled_puller_never_leaves_a_partial_image.)
+
+@pytest.mark.requires("runc")
+def test_pulls_killed_at_random_points_never_damage_a_good_image(fsite: Any,
+                                                                testbed: Any) -> None:
+    """A good image in the repository; pulls of another image (which rewrite the index and
+    publish files beside it) and of the same image under its digest are SIGKILLed at random
+    points; the good image stays whole (its sha256, `images --verify`) and runnable."""
+    import random
+    import signal
+
+    home = fsite.root / "A"
+    good = f"{fsite.registry}/{SMALL}"
+    assert fsite.hx("pull", good, home=home).returncode == 0
+    digest = json.loads(fsite.hx("images", "--json", home=home).stdout)[0]["digest"]
+    rng = random.Random(12)
+    interrupted = 0
+    for round_ in range(8):
+        victim = f"{fsite.registry}/testbed/busybox@{digest}" if round_ % 3 == 2 \
+            else testbed.image_python
+        proc = fsite.start("pull", victim, home=home)
+        time.sleep(rng.uniform(0.05, 2.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        out = fsite.hx("images", "--verify", "--json", home=home)
+        assert out.returncode == 0, out.stderr
+        rows = {row["key"]: row for row in json.loads(out.stdout)}
+        assert rows[good]["verified"] == "ok", rows
+        if victim in rows:  # it finished before the kill: make the next one pull again
+            assert fsite.hx("rmi", victim, home=home).returncode == 0
+        else:
+            interrupted += 1
+    assert interrupted >= 1  # the kills did land mid-pull
+    out = fsite.hx("run", good, "true", home=home)
+    assert out.returncode == 0, out.stderr
+    assert fsite.hx("pull", testbed.image_python, home=home).returncode == 0  # and recovers
+
+
 # -- what already held: a puller killed mid-download ----------------------------------------------
 
 def test_a_pull_killed_mid_download_leaves_what_the_next_pull_removes(fsite: Any,
