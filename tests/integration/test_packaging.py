@@ -54,6 +54,37 @@ def test_wheel_top_level_names_and_packages(shared_tmp: Path) -> None:
     assert "hpc-exec = hpc_exec.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
+@pytest.mark.parametrize("case", ["no compiler", "no static libc"])
+def test_a_build_without_what_the_helper_needs_fails_in_one_line(shared_tmp: Path,
+                                                                 case: str) -> None:
+    """The package build compiles the idmap helper; without a C compiler, or with one that
+    cannot link statically, it fails with one line saying what is missing (issue 12, 15)."""
+    env = dict(os.environ)
+    if case == "no compiler":
+        env.pop("CC", None)
+        env["PATH"] = str(shared_tmp / "empty")  # pip's build runs sys.executable directly
+        (shared_tmp / "empty").mkdir()
+        expected = ("error: hpc-exec: building hpc-exec-idmap needs a C compiler: none of cc, "
+                    "gcc, clang is on PATH")
+    else:
+        fake = shared_tmp / "cc"
+        fake.write_text("#!/bin/sh\necho '/usr/bin/ld: cannot find -lc: No such file or "
+                        "directory' >&2\necho 'collect2: error: ld returned 1 exit status' >&2\n"
+                        "exit 1\n")
+        fake.chmod(0o755)
+        env["CC"] = str(fake)
+        expected = "/usr/bin/ld: cannot find -lc: No such file or directory (it needs a C compiler"
+    out = process.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                       str(shared_tmp / "wheel"), str(ROOT)], env=env, timeout=600, check=False,
+                      desc="building the wheel")
+    assert out.returncode != 0
+    lines = [line.strip() for line in (out.stdout + out.stderr).splitlines()
+             if "hpc-exec-idmap" in line]
+    assert len(lines) == 1 and lines[0].startswith("error: hpc-exec: building hpc-exec-idmap")
+    assert expected in lines[0], lines[0]
+    assert not list((shared_tmp / "wheel").glob("*.whl"))
+
+
 def test_console_script() -> None:
     out = process.run([hpc_exec_exe(), "--version"], timeout=60, desc="hpc-exec --version")
     assert out.stdout.startswith("hpc-exec ")
