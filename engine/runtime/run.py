@@ -108,7 +108,7 @@ def find_idmap_helper(settings: Settings) -> str | None:
             raise InvalidInput(f"idmapHelper {settings.idmap_helper} does not exist")
         return str(settings.idmap_helper)
     packaged = Path(__file__).with_name(IDMAP_HELPER)
-    if packaged.is_file():
+    if packaged.is_file() and os.access(packaged, os.X_OK):  # a copy may have lost its x bit
         return str(packaged)
     return shutil.which(IDMAP_HELPER)
 

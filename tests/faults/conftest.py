@@ -248,6 +248,7 @@ def test_user(fsite: FaultSite) -> pwd.struct_passwd:
     if not (target / "engine").exists():  # editable installs keep engine/ elsewhere
         shutil.copytree(Path(hpc_exec.engine.__file__).parent, target / "engine",
                         symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in [fsite.root / "py", *(fsite.root / "py").rglob("*")]:
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    for path in [fsite.root / "py", *(fsite.root / "py").rglob("*")]:  # keeps the idmap
+        executable = path.is_dir() or os.stat(path).st_mode & 0o100  # helper executable
+        os.chmod(path, 0o755 if executable else 0o644)
     return pw
