@@ -17,6 +17,14 @@ hit through the Python API in-process (what the Snakemake and Parsl front ends c
 machine with few cores the 16 interpreter start-ups, not the pull lock, dominate ratio 2; the
 "startup-corrected" ratio (t16_cold - t16_warm + t1_warm) / t1_cold shows the coordination cost.
 
+**Against another version** (``--against DIR``, and then only this): DIR holds another
+hpc-exec, e.g. an older commit's (``git worktree add /tmp/old <commit> && pip install --no-deps
+--target /tmp/old-py /tmp/old``). Cold pulls of the image by this version and by DIR's, each
+into its own empty repository, alternate ``--repeat`` times (who goes first alternates too), both
+run the same way: this interpreter, ``-m hpc_exec``, ``PYTHONPATH`` = a copy of this package or
+DIR. Prints the ratio new / old of the best and of the median times (issue 12's target: within
+5%).
+
 Each figure is the best of ``--repeat`` runs (the machine is shared). The ``hpc-exec`` run is
 the console script of this interpreter's environment (as tests/integration/conftest.py does),
 so a version manager's shim on PATH is not measured. Prints a table and writes
@@ -153,13 +161,73 @@ class Bench:
         return took
 
 
+def against(bench: Bench, other: Path, repeat: int) -> int:
+    """Cold pulls by this version and by ``other``'s, interleaved (module docstring)."""
+    import statistics
+
+    import hpc_exec
+
+    this = bench.work / "this-py"
+    shutil.copytree(Path(hpc_exec.__file__).parent, this / "hpc_exec", symlinks=False,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if not (this / "hpc_exec" / "engine").exists():  # an editable install keeps it elsewhere
+        import hpc_exec.engine
+
+        shutil.copytree(Path(hpc_exec.engine.__file__).parent, this / "hpc_exec" / "engine",
+                        symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = {"new": this, "old": other.resolve()}
+
+    def cold(which: str) -> float:
+        home = bench.fresh_home()
+        env = dict(bench.env(home), PYTHONPATH=str(versions[which]))
+        took = _timed(lambda: process.run([sys.executable, "-m", "hpc_exec", "pull", bench.ref],
+                                          env=env, timeout=TIMEOUT, desc=f"{which} pull"))
+        shutil.rmtree(home, ignore_errors=True)
+        return took
+
+    cold("new")  # warm up: the registry's and the page cache's first touch, pyc files
+    cold("old")
+    times: dict[str, list[float]] = {"new": [], "old": []}
+    for i in range(repeat):
+        for which in (("new", "old") if i % 2 == 0 else ("old", "new")):
+            times[which].append(cold(which))
+    best = {k: min(v) for k, v in times.items()}
+    median = {k: statistics.median(v) for k, v in times.items()}
+    ratio_best, ratio_median = best["new"] / best["old"], median["new"] / median["old"]
+    load = os.getloadavg()[0]
+    print(f"cold pull of {bench.ref}, {repeat} of each, interleaved; load average {load:.2f}")
+    for k in ("new", "old"):
+        print(f"  {k} ({versions[k]}): best {best[k]:.3f} s, median {median[k]:.3f} s (all: "
+              f"{', '.join(f'{x:.3f}' for x in times[k])})")
+    print(f"  ratio new/old: best {ratio_best:.3f}, median {ratio_median:.3f} (target <= 1.05)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out = RESULTS.with_name("pull-against.json")
+    out.write_text(json.dumps({"against": str(other), "runs": times, "best_s": best,
+                               "median_s": median, "ratio_best": ratio_best,
+                               "ratio_median": ratio_median, "load": load,
+                               "cpus": len(os.sched_getaffinity(0))}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0 if ratio_median <= 1.05 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="another hpc-exec (a --target install): compare cold pulls only")
     args = parser.parse_args(argv)
     import hpc_exec.testbed as tb
 
     registry = tb.env()["HPC_EXEC_TESTBED_REGISTRY"]
+    if args.against is not None:
+        if not (args.against / "hpc_exec" / "__main__.py").is_file():
+            print(f"--against {args.against}: no hpc_exec package there", file=sys.stderr)
+            return 2
+        work = Path(tempfile.mkdtemp(prefix="hpc-exec-bench-pull-", dir="/var/tmp"))
+        try:
+            return against(Bench(registry, work), args.against, args.repeat)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="hpc-exec-bench-pull-", dir="/var/tmp"))
     try:
         bench = Bench(registry, work)

@@ -7,7 +7,7 @@ else of the engine (a layering test keeps it so). They load on first use (PEP 56
 side does not pay for the run side's.
 
 Image side (engine/api.py): :func:`pull` once into a squashfs repository, :func:`load`,
-:func:`images`, :func:`lookup`, :func:`remove`, :func:`repository`.
+:func:`images`, :func:`verify`, :func:`lookup`, :func:`remove`, :func:`repository`.
 Run side (engine/runtime/api.py): :func:`resolve`, :func:`inspect`, :func:`run_options`,
 :func:`command_line`, :func:`run` (a child process, safe in threaded callers), :func:`execute`
 (in this process, for command-line programs).
@@ -19,7 +19,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hpc_exec.engine.api import ImageEntry, images, load, lookup, pull, remove, repository
+    from hpc_exec.engine.api import (
+        ImageEntry,
+        Verification,
+        images,
+        load,
+        lookup,
+        pull,
+        remove,
+        repository,
+        verify,
+    )
     from hpc_exec.engine.image.registry import Credentials
     from hpc_exec.engine.runtime.api import (
         Image,
@@ -39,7 +49,8 @@ if TYPE_CHECKING:
     )
     from hpc_exec.mountspec import Device, Mount
 
-_IMAGE_SIDE = ("ImageEntry", "images", "load", "lookup", "pull", "remove", "repository")
+_IMAGE_SIDE = ("ImageEntry", "Verification", "images", "load", "lookup", "pull", "remove",
+               "repository", "verify")
 _RUN_SIDE = ("Image", "ImageConfig", "RunOptions", "RunResult", "command_line", "execute",
              "inspect", "is_squashfs_path", "mount_destination_allowed", "mpi_hook_types",
              "resolve", "run", "run_options", "site_hooks", "write_env_file")
@@ -49,9 +60,10 @@ _HOME = {**dict.fromkeys(_IMAGE_SIDE, "hpc_exec.engine.api"),
          "Device": "hpc_exec.mountspec", "Mount": "hpc_exec.mountspec"}
 
 __all__ = ["Credentials", "Device", "Image", "ImageConfig", "ImageEntry", "Mount", "RunOptions",
-           "RunResult", "command_line", "execute", "images", "inspect", "is_squashfs_path",
-           "load", "lookup", "mount_destination_allowed", "mpi_hook_types", "pull", "remove",
-           "repository", "resolve", "run", "run_options", "site_hooks", "write_env_file"]
+           "RunResult", "Verification", "command_line", "execute", "images", "inspect",
+           "is_squashfs_path", "load", "lookup", "mount_destination_allowed", "mpi_hook_types",
+           "pull", "remove", "repository", "resolve", "run", "run_options", "site_hooks",
+           "verify", "write_env_file"]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,15 +2,16 @@
 
 Contract:
 
-* :func:`pull`, :func:`load`, :func:`images`, :func:`lookup` and :func:`remove` work on one
-  repository: the per-user local one (``$HPC_EXEC_HOME``, else the site's
+* :func:`pull`, :func:`load`, :func:`images`, :func:`verify`, :func:`lookup` and :func:`remove`
+  work on one repository: the per-user local one (``$HPC_EXEC_HOME``, else the site's
   ``sharedRepositoryDir`` -- one group-writable repository for everyone in its group -- else
   ``localRepositoryBaseDir/<user>/.hpc-exec``, else ``~/.hpc-exec``) or, with
   ``centralized=True``, the site's ``centralizedRepositoryDir``, which only its owners can write.
 * :func:`lookup` with ``centralized=None`` looks in the local repository, then the centralized
   one; it raises :class:`~hpc_exec.errors.ImageNotFound` naming where it looked, and
   :class:`~hpc_exec.errors.RepositoryError` for an image whose squashfs is damaged (its size
-  is not the one recorded at pull time); pulling it again repairs it.
+  is not the one recorded at pull time, or :func:`verify` found its sha256 changed); pulling
+  it again repairs it.
 * They all return or list :class:`~hpc_exec.engine.store.index.ImageEntry` (``key``, ``digest``,
   ``image_id``, ``squashfs``, ``metadata``, ``created``, ``size``, ``server``, ``repository``,
   ``tag``). The run side mounts ``entry.squashfs`` and reads its config from
@@ -24,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpc_exec.engine.store.index import ImageEntry, Index
+from hpc_exec.engine.store.index import ImageEntry, Index, Verification
 
 from hpc_exec.config import Settings, load_settings
 from hpc_exec.errors import ImageNotFound, InvalidInput, RepositoryError
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from hpc_exec.engine.image.registry import Credentials
     from hpc_exec.engine.store.layout import Layout
 
-__all__ = ["ImageEntry", "images", "load", "lookup", "pull", "remove", "repository"]
+__all__ = ["ImageEntry", "Verification", "images", "load", "lookup", "pull", "remove",
+           "repository", "verify"]
 
 
 def repository(centralized: bool = False, *, settings: Settings | None = None,
@@ -76,6 +78,16 @@ def images(*, centralized: bool = False, settings: Settings | None = None) -> li
     them; a pull again moves an entry last)."""
     repo = repository(centralized, settings=settings)
     return list(repo.index.read().values())
+
+
+def verify(*, centralized: bool = False, settings: Settings | None = None
+           ) -> list[Verification]:
+    """Every entry of one repository checked (sorted by key): the size, then the sha256 of
+    its squashfs against the one recorded when it was published (each file read once). The
+    entries of an image found damaged by its hash are marked so in the index (when it can be
+    written): lookups then refuse them and ``pull`` repairs them."""
+    repo = repository(centralized, settings=settings)
+    return repo.index.verify()
 
 
 def _layout(centralized: bool, settings: Settings, *,

@@ -90,7 +90,7 @@ class Settings(NamedTuple):
     hosts_file: Path = Path("/etc/hosts")  # copied into every container as its /etc/hosts
     runc_path: Path | None = None  # None: runc on PATH (or /usr/sbin)
     init_path: Path | None = None  # None: tini-static, else tini
-    idmap_helper: Path | None = None  # None: <prefix>/libexec/hpc-exec-idmap, else on PATH
+    idmap_helper: Path | None = None  # None: the packaged one (setup.py), else on PATH
     ram_filesystem_type: str = "tmpfs"
     site_mounts: tuple[Mount, ...] = ()  # parsed here, once (hpc_exec.mountspec)
     site_devices: tuple[Device, ...] = ()

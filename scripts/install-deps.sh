@@ -25,7 +25,7 @@ packages=(
     python3 python3-venv python3-dev
     # hooks: MPI and SSH
     mpich libmpich-dev dropbear-bin
-    # the static rootless idmap helper (engine/runtime/idmap.c)
+    # the package build compiles the static rootless idmap helper (engine/runtime/idmap.c)
     gcc libc6-dev
 )
 
@@ -59,11 +59,9 @@ fi
 echo "install-deps.sh: installing hpc-exec into $venv" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "$repo[dev]" </dev/null
 
-# The rootless idmap helper runs inside images that may have no C library: build it static,
-# into the venv's libexec, where the engine looks for it (docs/run.md, "Rootless mode"). Built
-# to a temporary name and renamed, so a running container never sees half a file.
-mkdir -p "$venv/libexec"
-helper="$venv/libexec/hpc-exec-idmap"
-cc -static -Os -s -Wall -Wextra -Werror -o "$helper.tmp" "$repo/engine/runtime/idmap.c"
-chmod 0755 "$helper.tmp"
-mv -f "$helper.tmp" "$helper"
+# The rootless idmap helper (engine/runtime/idmap.c) is compiled, static, by the package build
+# above (setup.py), into the package, where the engine looks for it (docs/run.md, "Rootless
+# mode"); gcc and libc6-dev above are what that build needs. Earlier versions of this script
+# built it into $venv/libexec, where nothing looks any more: remove that copy.
+rm -f "$venv/libexec/hpc-exec-idmap"
+rmdir "$venv/libexec" 2>/dev/null || true

@@ -136,11 +136,12 @@ def load(archive_path: Path, ref: str, repo: Repository,
         repo.layout.ensure()
         with PullLock(repo, image_id, reference, report, temp_root):
             remove_damaged(repo, image_id, report)
+            sqfs_digest = None  # files already there: Index.add keeps what was recorded
             if not (repo.layout.squashfs(image_id).exists()
                     and repo.layout.image_metadata(image_id).exists()):
-                convert_and_publish(sources, config, repo.layout, report, image_id,
-                                    repo.settings.squashfs)
-            entry = entry_for(reference, image_id, image_id, repo.layout)
+                sqfs_digest = convert_and_publish(sources, config, repo.layout, report,
+                                                  image_id, repo.settings.squashfs)
+            entry = entry_for(reference, image_id, image_id, repo.layout, sqfs_digest)
             repo.index.add(entry)
         report.say(f"loaded {reference.key} ({entry.short_id})")
         return entry

@@ -158,13 +158,14 @@ def pull(
             with disk_errors(temp_root, repo.layout.tmp_dir):
                 config = _fetch_config(client, reference, image, repo.layout, digest)
                 remove_damaged(repo, config.digest, report)
+                sqfs_digest = None  # files already there: Index.add keeps what was recorded
                 if not (repo.layout.squashfs(config.digest).exists()
                         and repo.layout.image_metadata(config.digest).exists()):
-                    _download_and_convert(client, reference, image, config, repo, temp_root,
-                                          report, digest)
+                    sqfs_digest = _download_and_convert(client, reference, image, config, repo,
+                                                        temp_root, report, digest)
                 else:
                     report.say(f"image {config.digest[:19]} is already in the cache")
-            entry = entry_for(reference, digest, config.digest, repo.layout)
+            entry = entry_for(reference, digest, config.digest, repo.layout, sqfs_digest)
             repo.index.add(entry)
             report.say(f"pulled {reference.key} ({entry.short_id})")
             return entry
@@ -373,8 +374,9 @@ def remove_abandoned_work_dirs(temp_root: Path, owner: str) -> list[Path]:
 
 def _download_and_convert(client: RegistryClient, reference: ImageReference,
                           image: mf.Manifest, config: mf.ImageConfig, repo: Repository,
-                          temp_root: Path, report: Reporter, digest: str) -> None:
-    """Download layers in parallel and flatten them top-down as each one completes."""
+                          temp_root: Path, report: Reporter, digest: str) -> str | None:
+    """Download layers in parallel and flatten them top-down as each one completes; the
+    sha256 of the published squashfs (see :func:`convert_and_publish`)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -400,7 +402,7 @@ def _download_and_convert(client: RegistryClient, reference: ImageReference,
         sources = [LayerSource(d.digest, _opener(futures[i], compressions[i], work),
                                "gzip" if compressions[i] == "gzip" else "")
                    for i, d in enumerate(image.layers)]
-        _convert(sources, config, repo.layout, report, digest, repo.settings.squashfs)
+        return _convert(sources, config, repo.layout, report, digest, repo.settings.squashfs)
     except BaseException:
         abort.set()
         raise
@@ -467,16 +469,18 @@ def _opener(future: Future[Path], compression: str, work: Path) -> Callable[[], 
 
 
 def convert_and_publish(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Layout,
-                        report: Reporter, owner_digest: str, options: SquashfsOptions) -> None:
+                        report: Reporter, owner_digest: str, options: SquashfsOptions
+                        ) -> str | None:
     """Flatten ``sources`` into a squashfs + metadata and publish both (caller holds the lock
-    of ``owner_digest``)."""
-    _convert(sources, config, layout, report, owner_digest, options)
+    of ``owner_digest``); the sha256 of the published squashfs, None if one was there."""
+    return _convert(sources, config, layout, report, owner_digest, options)
 
 
 def _convert(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Layout,
-             report: Reporter, owner_digest: str, options: SquashfsOptions) -> None:
+             report: Reporter, owner_digest: str, options: SquashfsOptions) -> str | None:
     from hpc_exec.engine.image.layers import flatten
     from hpc_exec.engine.image.squash import squash
+    from hpc_exec.engine.store.layout import content_digest
 
     owner = _owner(owner_digest)
     tmp_sqfs = layout.temp(owner, ".squashfs")
@@ -491,16 +495,21 @@ def _convert(sources: Sequence[LayerSource], config: mf.ImageConfig, layout: Lay
             json.dump(config.metadata(), f, indent=1)
             f.write("\n")
         layout.publish(tmp_meta, layout.image_metadata(config.digest))
-        layout.publish(tmp_sqfs, layout.squashfs(config.digest))
+        # hashed now, while the file is in the page cache: what `images --verify` compares
+        digest: str | None = content_digest(tmp_sqfs)
+        if not layout.publish(tmp_sqfs, layout.squashfs(config.digest)):
+            digest = None  # another process's copy is there, not ours
         layout.log_event("convert", f"{config.digest} {result.members} members")
+        return digest
     finally:
         tmp_sqfs.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
 
 
-def entry_for(reference: ImageReference, digest: str, image_id: str, layout: Layout) -> ImageEntry:
+def entry_for(reference: ImageReference, digest: str, image_id: str, layout: Layout,
+              squashfs_digest: str | None = None) -> ImageEntry:
     sqfs = layout.squashfs(image_id)
     return ImageEntry(key=reference.key, server=reference.server,
                       repository=reference.repository, tag=reference.tag, digest=digest,
                       image_id=image_id, squashfs=sqfs, metadata=layout.image_metadata(image_id),
-                      created=now(), size=sqfs.stat().st_size)
+                      created=now(), size=sqfs.stat().st_size, squashfs_digest=squashfs_digest)

@@ -35,7 +35,8 @@ from typing import IO
 
 from hpc_exec.errors import AuthenticationFailed, ImageContentError, ImageNotFound, RegistryError
 
-__all__ = ["Credentials", "RegistryClient", "Response", "parse_challenge", "split_host_port"]
+__all__ = ["Credentials", "RegistryClient", "Response", "manifest_name", "parse_challenge",
+           "split_host_port"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,12 @@ def split_host_port(server: str) -> tuple[str, str]:
         return host, rest.removeprefix(":")
     host, _, port = server.partition(":")
     return host, port
+
+
+def manifest_name(repo: str, reference: str) -> str:
+    """``repo:tag`` or ``repo@digest`` as users write it (a tag never contains ':', a digest
+    always does): messages must not echo ``busybox:sha256:...`` (issue 12, item 13)."""
+    return f"{repo}@{reference}" if ":" in reference else f"{repo}:{reference}"
 
 
 class RegistryClient:
@@ -319,8 +326,8 @@ class RegistryClient:
             scope=f"repository:{repo}:pull,push")
         if status != 201:
             body = resp.body[:200] if isinstance(resp, Response) else b""
-            raise RegistryError(f"registry {self.server} rejected manifest {repo}:{reference}: "
-                                f"{status} {body!r}")
+            raise RegistryError(f"registry {self.server} rejected manifest "
+                                f"{manifest_name(repo, reference)}: {status} {body!r}")
 
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of a manifest or index.
@@ -333,17 +340,17 @@ class RegistryClient:
             headers={"Accept": ", ".join(MANIFEST_TYPES)}, scope=f"repository:{repo}:pull")
         assert isinstance(resp, Response)
         if status == 404:
-            raise ImageNotFound(f"image {self.server}/{repo}:{reference} not found")
+            raise ImageNotFound(f"image {self.server}/{manifest_name(repo, reference)} not found")
         if status != 200:
             raise RegistryError(f"registry {self.server} answered {status} for manifest "
-                                f"{repo}:{reference}")
+                                f"{manifest_name(repo, reference)}")
         headers = {k.lower(): v for k, v in resp.headers.items()}
         digest = "sha256:" + hashlib.sha256(resp.body).hexdigest()
         claimed = reference if reference.startswith("sha256:") else \
             headers.get("docker-content-digest", "")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
-            raise ImageContentError(f"manifest {repo}:{reference} from {self.server} has digest "
-                                    f"{digest}, expected {claimed}")
+            raise ImageContentError(f"manifest {manifest_name(repo, reference)} from "
+                                    f"{self.server} has digest {digest}, expected {claimed}")
         return resp.body, headers.get("content-type", ""), digest
 
     def download_blob(

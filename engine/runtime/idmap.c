@@ -11,9 +11,10 @@
  * (runc dropped them all and set no_new_privileges), and loses those of the new namespace at
  * the exec, since its uid is not 0 there.
  *
- * Built static by scripts/install-deps.sh, because it runs inside images that may have no C
- * library at all. On failure it prints one line and exits 121, the engine's "the container
- * could not be set up or started" code (docs/exit-codes.md), also when PROGRAM cannot be run.
+ * Built static by the package build (setup.py, build_idmap), because it runs inside images
+ * that may have no C library at all. On failure it prints one line and exits 121, the
+ * engine's "the container could not be set up or started" code (docs/exit-codes.md), also
+ * when PROGRAM cannot be run.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -104,17 +104,18 @@ IDMAP_HELPER = "hpc-exec-idmap"
 
 
 def find_idmap_helper(settings: Settings) -> str | None:
-    """The rootless idmap helper (engine/runtime/idmap.c): ``idmapHelper``, else the one
-    scripts/install-deps.sh builds into ``<prefix>/libexec``, else on PATH; None if absent."""
+    """The rootless idmap helper (engine/runtime/idmap.c): ``idmapHelper``, else the one the
+    package build compiled beside this module (setup.py, ``build_idmap``: every installation
+    has it), else on PATH; None if absent."""
     import shutil
 
     if settings.idmap_helper is not None:
         if not settings.idmap_helper.is_file():
             raise InvalidInput(f"idmapHelper {settings.idmap_helper} does not exist")
         return str(settings.idmap_helper)
-    beside = Path(sys.prefix) / "libexec" / IDMAP_HELPER
-    if beside.is_file():
-        return str(beside)
+    packaged = Path(__file__).with_name(IDMAP_HELPER)
+    if packaged.is_file() and os.access(packaged, os.X_OK):  # a copy may have lost its x bit
+        return str(packaged)
     return shutil.which(IDMAP_HELPER)
 
 
@@ -299,9 +300,11 @@ def plan(options: RunOptions, image: Image, settings: Settings,
         trusted.append((Path(runc_path), "runc"))
         if init_path:
             trusted.append((Path(init_path), "the init binary"))
-        if idmap_helper:
-            trusted.append((Path(idmap_helper), "the idmap helper"))
         check_all(trusted)
+        if idmap_helper:  # rootless only: it runs as the caller, so it may be theirs
+            from hpc_exec.engine.runtime.security import check_trusted
+
+            check_trusted(Path(idmap_helper), "the idmap helper", owners=(0, os.geteuid()))
     return _Plan(args, env, cwd, all_mounts, devices, ann,
                  hookconfig.hooks_by_stage(selected, settings.merge_hooks), init_path,
                  idmap_helper, seccomp, runc_path, pmi_fd, pid == "private")

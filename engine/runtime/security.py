@@ -2,7 +2,9 @@
 
 The site config, the hook JSON files, the hook executables, runc and the init binary must be
 owned by root and not writable by group or others, and so must every directory up to ``/``:
-otherwise another user could swap what root runs. A root-owned sticky directory (``/tmp``) is
+otherwise another user could swap what root runs. The rootless idmap helper runs only as the
+caller (never for root), so it and its directories may also be the caller's own: a user's
+``pip install`` into their own virtualenv carries it (issue 12, item 15). A root-owned sticky directory (``/tmp``) is
 accepted: its sticky bit already stops others from replacing root's entries. A violation is
 a :class:`~hpc_exec.errors.SecurityError` naming the offending file or directory.
 
@@ -24,14 +26,15 @@ from hpc_exec.errors import SecurityError
 __all__ = ["check_all", "check_site_config", "check_trusted"]
 
 
-def _check_one(path: Path, what: str, original: Path) -> None:
+def _check_one(path: Path, what: str, original: Path, owners: tuple[int, ...] = (0,)) -> None:
     try:
         st = os.stat(path)
     except OSError as exc:
         raise SecurityError(f"security check on {what} {original}: cannot stat {path}: "
                             f"{exc.strerror}") from exc
-    if st.st_uid != 0:
-        raise SecurityError(f"security check on {what}: {path} is not owned by root "
+    if st.st_uid not in owners:
+        whom = "root" if owners == (0,) else "root or you"
+        raise SecurityError(f"security check on {what}: {path} is not owned by {whom} "
                             f"(uid {st.st_uid})",
                             hint="fix its ownership, or turn securityChecks off in the site "
                             "config")
@@ -42,12 +45,14 @@ def _check_one(path: Path, what: str, original: Path) -> None:
                             hint="chmod go-w it, or turn securityChecks off in the site config")
 
 
-def check_trusted(path: Path, what: str) -> None:
-    """Check ``path`` (symlinks resolved) and every parent directory up to ``/``."""
+def check_trusted(path: Path, what: str, owners: tuple[int, ...] = (0,)) -> None:
+    """Check ``path`` (symlinks resolved) and every parent directory up to ``/``: owned by
+    one of ``owners`` (root; root or the caller for what runs only as the caller), not
+    writable by group or others."""
     real = Path(os.path.realpath(path))
-    _check_one(real, what, path)
+    _check_one(real, what, path, owners)
     for parent in real.parents:
-        _check_one(parent, what, path)
+        _check_one(parent, what, path, owners)
 
 
 def check_all(items: Iterable[tuple[Path, str]]) -> None:

@@ -10,6 +10,11 @@ Contract:
 * Entries whose squashfs or metadata file vanished are dropped on read (and for good on the next
   write). An entry whose squashfs no longer has its recorded size is kept but reported by
   :meth:`ImageEntry.damage`: lookups refuse it with a hint, and a pull repairs it.
+* An entry also records the sha256 of its squashfs, taken when the file was published
+  (``squashfs_digest``; entries written before it existed have none: "size only").
+  :meth:`Index.verify` hashes each image file once against it (``hpc-exec images --verify``)
+  and marks the entries of an image whose bytes changed (``damaged``), so that lookups refuse
+  it and a pull repairs it as for a wrong size; storing the new files clears the mark.
 * :meth:`Index.remove` deletes the image files when no other entry uses them, and so does
   :meth:`Index.add` for the image a key pointed to before (a tag that moved) -- always after
   the new index is stored, so a failed write never loses an image (issue 12, item 2).
@@ -32,7 +37,7 @@ from hpc_exec.engine.store.lock import FileLock
 from hpc_exec.config import LockTimings
 from hpc_exec.errors import RepositoryError
 
-__all__ = ["INDEX_VERSION", "ImageEntry", "Index"]
+__all__ = ["INDEX_VERSION", "ImageEntry", "Index", "Verification"]
 
 INDEX_VERSION = 1
 _TEMP_OWNER = "metadata"
@@ -52,6 +57,8 @@ class ImageEntry:
     metadata: Path  # JSON: entrypoint, cmd, env, workdir, user, labels
     created: str  # ISO 8601 UTC time of the pull/load
     size: int  # bytes of the squashfs
+    squashfs_digest: str | None = None  # sha256 of the squashfs when published; None: unknown
+    damaged: str | None = None  # what Index.verify found wrong with the squashfs, until repaired
 
     @property
     def short_id(self) -> str:
@@ -61,6 +68,9 @@ class ImageEntry:
         data = asdict(self)
         data["squashfs"] = layout.relative(self.squashfs)
         data["metadata"] = layout.relative(self.metadata)
+        for optional in ("squashfs_digest", "damaged"):  # absent, as in older indexes
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -72,8 +82,10 @@ class ImageEntry:
                 digest=str(data["digest"]), image_id=str(data["image_id"]),
                 squashfs=layout.resolve(str(data["squashfs"])),
                 metadata=layout.resolve(str(data["metadata"])),
-                created=str(data["created"]), size=int(data["size"]))
-        except (KeyError, TypeError, ValueError) as exc:
+                created=str(data["created"]), size=int(data["size"]),
+                squashfs_digest=_optional_text(data.get("squashfs_digest")),
+                damaged=_optional_text(data.get("damaged")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from exc
 
     def present(self) -> bool:
@@ -81,7 +93,10 @@ class ImageEntry:
 
     def damage(self) -> str | None:
         """What is wrong with the squashfs (one stat: its size must be the one recorded when
-        it was indexed), or None if it looks intact (issue 12, item 3)."""
+        it was indexed; or what a deep verification found), or None if it looks intact
+        (issue 12, item 3)."""
+        if self.damaged:
+            return self.damaged
         try:
             size = self.squashfs.stat().st_size
         except OSError as exc:
@@ -89,6 +104,46 @@ class ImageEntry:
         if size != self.size:
             return f"{self.squashfs} has {size} bytes, {self.size} when it was pulled"
         return None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict of :meth:`Index.verify` on one entry: ``status`` is ``ok`` (the sha256
+    recorded at publish time matches), ``size only`` (no digest recorded: the size matches),
+    or ``damaged`` (``problem`` says why)."""
+
+    entry: ImageEntry
+    status: str
+    problem: str | None = None
+
+
+def _file_id(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _verify_file(entry: ImageEntry) -> tuple[str, str | None, bool]:
+    """(status, problem, found by hashing) of ``entry``'s squashfs: its size first (one stat),
+    then its hash."""
+    problem = entry.damage()
+    if problem is not None:
+        return "damaged", problem, False
+    if entry.squashfs_digest is None:
+        return "size only", None, False
+    from hpc_exec.engine.store.layout import content_digest
+
+    try:
+        actual = content_digest(entry.squashfs)
+    except OSError as exc:
+        return "damaged", f"{entry.squashfs}: {exc.strerror}", False
+    if actual != entry.squashfs_digest:
+        return "damaged", (f"{entry.squashfs} changed since it was pulled (sha256 now "
+                           f"{actual.partition(':')[2]}, recorded "
+                           f"{entry.squashfs_digest.partition(':')[2]})"), True
+    return "ok", None, False
 
 
 class Index:
@@ -193,12 +248,46 @@ class Index:
             if not entry.present():  # re-checked under the lock: an rmi may have raced us
                 raise RepositoryError(f"image files of {entry.key} vanished before indexing",
                                       hint="pull again")
+            new = entry
+            if new.squashfs_digest is None:  # reused files: keep what was recorded for them
+                new = replace(new, squashfs_digest=next(
+                    (o.squashfs_digest for o in entries.values()
+                     if o.image_id == new.image_id and o.squashfs_digest), None))
             entries.pop(entry.key, None)  # listed last, in pull order (as Sarus does)
-            entries[entry.key] = entry  # a tag that moved frees its old image (update)
-            for key, other in entries.items():  # the same image, repaired: one size for all
-                if other.image_id == entry.image_id and other.size != entry.size:
-                    entries[key] = replace(other, size=entry.size)
+            entries[entry.key] = replace(new, damaged=None)  # a moved tag frees its old image
+            for key, other in entries.items():  # the same files (made anew, or checked by
+                if other.image_id == new.image_id:  # the pull): one size and digest for all
+                    entries[key] = replace(other, size=new.size,
+                                           squashfs_digest=new.squashfs_digest, damaged=None)
         self.update(change)
+
+    def verify(self, mark: bool = True) -> list[Verification]:
+        """Check every entry's squashfs: its size, then its sha256 against the one recorded at
+        publish time (each file hashed once, without holding the lock). With ``mark`` and a
+        writable repository, the entries of an image whose bytes changed are marked damaged
+        in the index, so that lookups refuse them and the next pull repairs them (a wrong
+        size needs no mark: every lookup sees it)."""
+        entries = self.read()
+        found: dict[tuple[str, str | None], tuple[str, str | None, bool]] = {}
+        marks: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
+        out = []
+        for key in sorted(entries):
+            entry = entries[key]
+            files = (entry.image_id, entry.squashfs_digest)
+            if files not in found:
+                before = _file_id(entry.squashfs)
+                found[files] = _verify_file(entry)
+                if found[files][2]:
+                    marks[entry.image_id] = (before, found[files][1] or "damaged")
+            status, problem, _ = found[files]
+            out.append(Verification(entry, status, problem))
+        if mark and marks and self.layout.writable():
+            def change(current: dict[str, ImageEntry]) -> None:
+                for k, e in current.items():  # not if a pull replaced the file meanwhile
+                    if e.image_id in marks and _file_id(e.squashfs) == marks[e.image_id][0]:
+                        current[k] = replace(e, damaged=marks[e.image_id][1])
+            self.update(change)
+        return out
 
     def remove(self, key: str) -> ImageEntry | None:
         """Drop ``key``; delete its files unless another entry uses them. The removed entry."""
@@ -211,6 +300,14 @@ class Index:
             removed.append(entry)
         self.update(change)
         return removed[0] if removed else None
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
 
 
 def _unlink(path: Path) -> None:

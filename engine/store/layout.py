@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hpc_exec.config import Settings
 
-__all__ = ["FORMAT_VERSION", "Layout", "user_layout"]
+__all__ = ["FORMAT_VERSION", "Layout", "content_digest", "user_layout"]
 
 FORMAT_VERSION = 1
 IMAGE_FILE_MODE = 0o644  # published (immutable) files: squashfs, image JSON, version
@@ -270,6 +270,15 @@ def user_layout(settings: Settings) -> tuple[Layout, str]:
     if settings.shared_repository_dir is not None and not os.environ.get("HPC_EXEC_HOME"):
         return Layout(settings.shared_repository_dir, group_shared=True), "shared"
     return Layout(settings.local_repository()), "local"
+
+
+def content_digest(path: Path) -> str:
+    """``sha256:<hex>`` of the file at ``path`` (what an index entry records of its squashfs
+    when it is published, and what ``hpc-exec images --verify`` compares)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

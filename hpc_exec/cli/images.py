@@ -10,7 +10,11 @@ Contract:
 * ``images`` prints REPOSITORY, TAG, IMAGE ID, CREATED, SIZE, SERVER (``--digests`` adds
   DIGEST; ``--json`` prints the entries as JSON), in pull order, as Sarus does: REPOSITORY is
   what ``run`` and ``rmi`` take (``server/namespace/image``, the server left out for
-  ``docker.io``, and ``library/`` too), SIZE is 1024-based (``1.04MB``).
+  ``docker.io``, and ``library/`` too), SIZE is 1024-based (``1.04MB``). ``--verify`` reads every squashfs and adds VERIFIED
+  (``ok``: its sha256 is the one recorded when it was pulled; ``size only``: pulled before
+  digests were recorded, its size matches; ``damaged``), prints one ``hpc-exec: error: image
+  KEY is damaged: WHY`` line per damaged image and a hint, and then exits 117 (REPOSITORY); a
+  later ``pull`` of it repairs it.
 * ``rmi`` prints ``removed <key>``.
 * Errors are one line with the exit code of their class (docs/exit-codes.md), by cli.main.
 
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hpc_exec.cli import Once, nonempty
-from hpc_exec.errors import InvalidInput
+from hpc_exec.errors import ExitCode, InvalidInput
 
 if TYPE_CHECKING:
     from hpc_exec.engine import Credentials, ImageEntry
@@ -71,6 +75,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("images", help="list the images in the cache")
     p.add_argument("--digests", action="store_true", help="show the registry digests")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="read every image file and check it against the sha256 recorded when "
+                   "it was pulled; exit 117 if any is damaged (pull it again to repair it)")
     p.add_argument("--centralized-repository", action="store_true", help=CENTRAL_HELP)
     p.set_defaults(handler=_images)
 
@@ -201,16 +208,18 @@ def display_name(entry: ImageEntry) -> str:
     return image if namespace == "library" else entry.repository
 
 
-def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
-    """The ``hpc-exec images`` table (pure)."""
+def format_images(entries: Sequence[ImageEntry], digests: bool = False,
+                  verified: Sequence[str] | None = None) -> str:
+    """The ``hpc-exec images`` table (pure); ``verified``: one status per entry."""
     head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE",
-            "SERVER"]
+            "SERVER", *(["VERIFIED"] if verified is not None else [])]
     rows = [head]
-    for e in entries:
+    for i, e in enumerate(entries):
         tag = "<none>" if "@" in e.key else e.tag
         created = e.created.replace("+00:00", "")
         rows.append([display_name(e), tag, *([e.digest] if digests else []), e.short_id, created,
-                     human_size(e.size), e.server])
+                     human_size(e.size), e.server,
+                     *([verified[i]] if verified is not None else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -218,16 +227,38 @@ def format_images(entries: Sequence[ImageEntry], digests: bool = False) -> str:
 def _images(args: argparse.Namespace) -> int:
     from hpc_exec.engine import api as engine
 
-    entries = engine.images(centralized=args.centralized_repository)
+    if args.verify:
+        checked = engine.verify(centralized=args.centralized_repository)
+        entries = [v.entry for v in checked]
+        statuses: list[str] | None = [v.status for v in checked]
+    else:
+        entries = engine.images(centralized=args.centralized_repository)
+        statuses = None
     if args.json:
         import json
 
-        print(json.dumps([{"key": e.key, "server": e.server, "repository": e.repository,
-                           "tag": e.tag, "digest": e.digest, "image_id": e.image_id,
-                           "created": e.created, "size": e.size, "squashfs": str(e.squashfs),
-                           "metadata": str(e.metadata)} for e in entries], indent=2))
+        rows = [{"key": e.key, "server": e.server, "repository": e.repository, "tag": e.tag,
+                 "digest": e.digest, "image_id": e.image_id, "created": e.created,
+                 "size": e.size, "squashfs": str(e.squashfs), "metadata": str(e.metadata),
+                 "squashfs_digest": e.squashfs_digest} for e in entries]
+        if args.verify:
+            for row, v in zip(rows, checked):
+                row.update(verified=v.status, problem=v.problem)
+        print(json.dumps(rows, indent=2))
     else:
-        print(format_images(entries, args.digests))
+        print(format_images(entries, args.digests, statuses))
+    if not args.verify:
+        return 0
+    damaged = [v for v in checked if v.status == "damaged"]
+    sys.stdout.flush()
+    for v in damaged:  # one line per damaged image
+        print(f"hpc-exec: error: image {v.entry.key} is damaged: {v.problem}", file=sys.stderr)
+    if damaged:
+        flag = " --centralized-repository" if args.centralized_repository else ""
+        print(f"hpc-exec: hint: pull it again to repair it: hpc-exec pull{flag} "
+              f"{damaged[0].entry.key}" + (" (and the others)" if len(damaged) > 1 else ""),
+              file=sys.stderr)
+        return int(ExitCode.REPOSITORY)
     return 0
 
 

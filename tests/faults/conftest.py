@@ -7,6 +7,24 @@
   world-readable copy of the package run by Debian's python3, as the rootless tests do).
 * ``stall``: a plain-http proxy in front of the testbed registry that can hold chosen blob
   downloads until the test releases them, so a test can freeze a pull at a known point.
+
+The scenarios of issue 12 that already held are pinned so they keep holding, here or, where a
+test already existed, there (not repeated):
+
+* kill -9 during a pull never damages a good image: test_cache_faults.py::
+  test_pulls_killed_at_random_points_never_damage_a_good_image and
+  test_a_pull_killed_mid_download_leaves_what_the_next_pull_removes; a killed puller never
+  leaves a partial image: tests/integration/image/test_concurrency.py::
+  test_sigkilled_puller_never_leaves_a_partial_image.
+* wrong registry credentials give exit 113 ("refused the credentials") and the password is in
+  no output and no file: tests/integration/image/test_pull.py::
+  test_private_registry_auth_and_no_password_leak (and test_bearer.py::
+  test_refused_bearer_login_does_not_leak for a token server).
+* scancel of a six-rank ``srun … hpc-exec run`` step leaves no process, mount or loop device
+  on any node: test_slurm_faults.py (moved here from tests/integration/run/test_run_slurm.py).
+* a missing barrier rank fails every rank, naming it, and leaves no sync dir:
+  tests/integration/test_hook_slurm_global_sync.py::
+  test_a_missing_rank_fails_every_rank_and_leaves_no_sync_dir.
 """
 
 from __future__ import annotations
@@ -230,6 +248,7 @@ def test_user(fsite: FaultSite) -> pwd.struct_passwd:
     if not (target / "engine").exists():  # editable installs keep engine/ elsewhere
         shutil.copytree(Path(hpc_exec.engine.__file__).parent, target / "engine",
                         symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in [fsite.root / "py", *(fsite.root / "py").rglob("*")]:
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    for path in [fsite.root / "py", *(fsite.root / "py").rglob("*")]:  # keeps the idmap
+        executable = path.is_dir() or os.stat(path).st_mode & 0o100  # helper executable
+        os.chmod(path, 0o755 if executable else 0o644)
     return pw

@@ -232,6 +232,13 @@ def test_a_digest_reference_is_echoed_with_an_at(fsite: Any) -> None:
     text = out.stdout + out.stderr
     assert f"busybox:{digest}" not in text and f"busybox@{digest}" in text
     assert "pulled by another process" not in text  # it was this repository's own tag
+    # a digest the registry does not have: its 404 names the reference as given
+    absent = "sha256:" + "a" * 64
+    for name in (f"{fsite.registry}/testbed/busybox", f"{fsite.registry}/testbed/busybox:x"):
+        out = fsite.hx("pull", f"{name}@{absent}", home=home)
+        _one_error(out, 112, f"image {fsite.registry}/testbed/busybox@{absent} not found")
+    out = fsite.hx("run", f"{fsite.registry}/testbed/busybox@{absent}", "true", home=home)
+    _one_error(out, 112, f"busybox@{absent} is not in the local repository")
 
 
 @pytest.mark.requires("runc")

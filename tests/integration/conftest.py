@@ -49,11 +49,15 @@ def test_user() -> pwd.struct_passwd:
 
 
 def idmap_helper(dest: Path) -> Path:
-    """The rootless idmap helper: the one scripts/install-deps.sh built beside the test
-    interpreter (CI runs the tests from that venv), else one built now into ``dest``."""
-    installed = Path(sys.prefix) / "libexec" / "hpc-exec-idmap"
-    if installed.is_file():
-        return installed
+    """The rootless idmap helper the package build compiled into the installed package (the
+    engine's own lookup), else one built now into ``dest``."""
+    from hpc_exec.engine.runtime.run import IDMAP_HELPER, find_idmap_helper
+
+    from hpc_exec.config import Settings
+
+    packaged = find_idmap_helper(Settings())
+    if packaged is not None and Path(packaged).name == IDMAP_HELPER:
+        return Path(packaged)
     source = Path(__file__).resolve().parents[2] / "engine" / "runtime" / "idmap.c"
     out = dest / "hpc-exec-idmap"
     process.run(["cc", "-static", "-Os", "-s", "-o", str(out), str(source)], timeout=120,

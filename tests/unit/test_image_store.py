@@ -223,6 +223,39 @@ def test_damage_is_a_size_mismatch(tmp_path: Path) -> None:
     assert "has 1 bytes, 5 when it was pulled" in (replace(entry, size=5).damage() or "")
 
 
+def test_verify_hashes_marks_and_a_new_add_clears(tmp_path: Path) -> None:
+    """Item 3, deep check: same-size damage is found by hash only, marked in the index (so a
+    lookup sees it), and storing the image again clears the mark for every key."""
+    from dataclasses import replace
+
+    from hpc_exec.engine.store.layout import content_digest
+
+    layout = Layout(tmp_path)
+    layout.ensure()
+    index = Index(layout)
+    entry = _entry(layout, "a")
+    entry = replace(entry, squashfs_digest=content_digest(entry.squashfs))
+    index.add(entry)
+    index.add(replace(entry, key="b", squashfs_digest=None))  # reused files: digest kept
+    assert {v.entry.key: v.status for v in index.verify()} == {"a": "ok", "b": "ok"}
+    assert json.loads(layout.metadata.read_text())["images"]["b"]["squashfs_digest"] == \
+        entry.squashfs_digest
+
+    entry.squashfs.write_bytes(b"y")  # same size, other bytes
+    assert all(e.damage() is None for e in index.read().values())
+    verdicts = index.verify()
+    assert [v.status for v in verdicts] == ["damaged", "damaged"]
+    assert "changed since it was pulled" in (verdicts[0].problem or "")
+    assert all("changed since" in (e.damage() or "") for e in index.read().values())
+
+    entry.squashfs.write_bytes(b"x")  # repaired: the pull adds the entry again
+    index.add(replace(entry, squashfs_digest=content_digest(entry.squashfs)))
+    assert all(e.damage() is None for e in index.read().values())
+    assert [v.status for v in index.verify()] == ["ok", "ok"]
+    index.add(_entry(layout, "c", ID.replace("1", "2")))  # as written before digests
+    assert {v.entry.key: v.status for v in index.verify()}["c"] == "size only"
+
+
 def test_shared_lock_falls_back_to_read_only_on_a_read_only_filesystem(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 4: EROFS, not only EACCES, lets a reader take the shared lock read-only."""

@@ -72,3 +72,11 @@ def test_a_broken_transfer_is_retried_then_a_registry_error(monkeypatch: pytest.
     with pytest.raises(RegistryError, match="broke"):
         client.download_blob("ns/img", "sha256:" + "0" * 64, tmp_path / "blob", size=2000)
     assert len(attempts) == 3 and not (tmp_path / "blob").exists()
+
+
+@pytest.mark.parametrize("reference,expected", [
+    ("latest", "testbed/busybox:latest"),
+    ("sha256:" + "a" * 64, "testbed/busybox@sha256:" + "a" * 64),
+])
+def test_manifest_names_in_messages(reference: str, expected: str) -> None:
+    assert registry.manifest_name("testbed/busybox", reference) == expected

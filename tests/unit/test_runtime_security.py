@@ -92,3 +92,22 @@ def test_site_config_is_checked_even_with_security_checks_off(tmp_path: Path,
     os.chmod(config, 0o666)
     with pytest.raises(SecurityError, match="writable by group or others"):
         check_site_config(config)
+
+
+def test_the_callers_own_helper_passes_for_the_caller_only(tmp_path: Path) -> None:
+    """The rootless idmap helper runs only as the caller: theirs is fine, another user's is
+    not, and group-writable is refused whoever owns it (issue 12, item 15)."""
+    d = tmp_path / "venv"
+    d.mkdir(mode=0o755)
+    f = d / "hpc-exec-idmap"
+    f.write_text("")
+    os.chmod(f, 0o755)
+    os.chown(d, 1001, 1001)
+    os.chown(f, 1001, 1001)
+    check_trusted(f, "the idmap helper", owners=(0, 1001))
+    with pytest.raises(SecurityError) as exc:
+        check_trusted(f, "the idmap helper", owners=(0, 1002))
+    assert f"{f} is not owned by root or you (uid 1001)" in str(exc.value)
+    os.chmod(d, 0o775)
+    with pytest.raises(SecurityError, match=f"{d} is writable by group or others"):
+        check_trusted(f, "the idmap helper", owners=(0, 1001))

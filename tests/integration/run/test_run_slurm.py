@@ -1,5 +1,6 @@
 """hpc-exec run under Slurm and when killed: one container per task on its node, and nothing
-left behind (process, mount, loop device) after scancel or SIGKILL of the engine."""
+left behind (process, mount, loop device) after SIGKILL of the engine. (scancel of a step:
+tests/faults/test_slurm_faults.py, six ranks on three nodes.)"""
 
 from __future__ import annotations
 
@@ -44,18 +45,6 @@ def _loops_backed_by(path: Path) -> list[str]:
     return out
 
 
-def _slurmd_pid(node: str) -> int:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"slurmd") and node.encode() in argv:
-                return int(entry)
-    raise AssertionError(f"no slurmd for {node}")
-
-
 def _poll(what: str, done: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -87,31 +76,6 @@ def test_each_task_runs_in_its_own_container_on_its_node(run_site: RunSite) -> N
         assert tmp == [f"mark-{rank}"]  # its own rootfs: no other task's file
     assert len({r[3] for r in rows}) == 6  # six live mount namespaces at once
     assert {r[0] for r in rows} == {"node1", "node2", "node3"}  # -N3: all nodes used
-
-
-def test_scancel_leaves_nothing_behind(run_site: RunSite) -> None:
-    name = f"hpcexec-cancel-{uuid.uuid4().hex[:8]}"
-    duration = str(3000 + int(uuid.uuid4().int % 600))
-    log = run_site.root / f"{name}.log"
-    srun = process.spawn(["srun", "-N1", "-w", "node2", "-J", name, _exe(run_site), "run",
-                          run_site.small, "sleep", duration], desc="srun", log_path=log,
-                         env=run_site.env)
-    squashfs = run_site.squashfs_of(run_site.small)
-    try:
-        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
-              60)
-        assert _loops_backed_by(squashfs)
-        process.run(["scancel", "--name", name], timeout=30, env=run_site.env,
-                    desc="scancel", check=True)
-        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
-        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 5)
-        mounts = Path(f"/proc/{_slurmd_pid('node2')}/mountinfo").read_text()
-        assert str(squashfs) not in mounts and "/hpc-exec/bundle" not in mounts
-        _poll("an engine process", lambda: not [
-            p for p in _pids_with_cmdline([_exe(run_site), "run", run_site.small, "sleep",
-                                           duration])], 5)
-    finally:
-        process.terminate(srun.pid, timeout=10)
 
 
 def test_sigkill_of_the_engine_leaves_nothing_behind(run_site: RunSite) -> None:

@@ -1,0 +1,100 @@
+"""What already held under Slurm, kept holding (issue 12, "Make it stay fixed"): ``scancel`` of
+a multi-rank ``srun … hpc-exec run`` step leaves no process, mount or loop device on any node.
+
+(Moved here from tests/integration/run/test_run_slurm.py, where it ran one rank on one node,
+and widened to the reproduced scenario: six ranks on three nodes.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpc_exec import process
+
+from .conftest import hpc_exec_exe
+
+pytestmark = pytest.mark.requires("root", "runc", "squashfs", "slurm")
+
+SMALL = "testbed/busybox:latest"
+NODES = ("node1", "node2", "node3")
+
+
+def _pids_with_cmdline(argv: list[str]) -> list[int]:
+    want = "\0".join(argv).encode() + b"\0"
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def _loops_backed_by(path: Path) -> list[str]:
+    out = []
+    for dev in Path("/sys/block").glob("loop*"):
+        try:
+            if (dev / "loop" / "backing_file").read_text().strip() == str(path):
+                out.append(dev.name)
+        except OSError:
+            pass
+    return out
+
+
+def _slurmd_pid(node: str) -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"slurmd") and node.encode() in argv:
+                return int(entry)
+    raise AssertionError(f"no slurmd for {node}")
+
+
+def _poll(what: str, done: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {what} after {timeout} s")
+        time.sleep(0.1)
+
+
+def test_scancel_of_a_six_rank_step_leaves_nothing_on_any_node(fsite: Any) -> None:
+    home = fsite.root / "A"
+    ref = f"{fsite.registry}/{SMALL}"
+    assert fsite.hx("pull", ref, home=home).returncode == 0
+    (squashfs,) = (home / "images").glob("*.squashfs")
+    name = f"hpcexec-cancel-{uuid.uuid4().hex[:8]}"
+    duration = str(3000 + int(uuid.uuid4().int % 600))
+    engine_argv = [hpc_exec_exe(), "run", ref, "sleep", duration]
+    log = open(fsite.root / f"{name}.log", "wb")  # noqa: SIM115 -- closed in finally
+    srun = process.launch(["srun", "-N3", "-n6", "-J", name, *engine_argv], desc="srun",
+                          env=fsite.env(home), cwd="/", stdout=log, stderr=log)
+    try:
+        _poll("waiting for six containers",
+              lambda: len(_pids_with_cmdline(["sleep", duration])) == 6, 90)
+        assert _loops_backed_by(squashfs)
+        process.run(["scancel", "--name", name], timeout=30, env=fsite.env(home),
+                    desc="scancel", check=True)
+        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 10)
+        _poll("an engine process", lambda: not _pids_with_cmdline(engine_argv), 10)
+        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 10)
+        for node in NODES:
+            mounts = Path(f"/proc/{_slurmd_pid(node)}/mountinfo").read_text()
+            assert str(squashfs) not in mounts and "/hpc-exec/bundle" not in mounts, node
+        assert srun.wait(timeout=60) != 0  # the step was cancelled, not finished
+    finally:
+        if srun.poll() is None:
+            process.terminate(srun.pid, timeout=10)
+        log.close()
