@@ -30,7 +30,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -149,7 +149,7 @@ def pull(
                            f"reusing {done.short_id}, pulled by another process")
                 if done.key == reference.key:
                     return done
-                entry = replace(done, key=reference.key, server=reference.server,
+                entry = done._replace(key=reference.key, server=reference.server,
                                 repository=reference.repository, tag=reference.tag,
                                 created=now())
                 repo.index.add(entry)

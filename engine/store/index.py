@@ -27,9 +27,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hpc_exec.engine.store.layout import Layout
 from hpc_exec.engine.store.lock import FileLock
@@ -43,9 +42,9 @@ INDEX_VERSION = 1
 _TEMP_OWNER = "metadata"
 
 
-@dataclass(frozen=True)
-class ImageEntry:
-    """One image in a repository; what ``hpc-exec images`` lists and the run side mounts."""
+class ImageEntry(NamedTuple):
+    """One image in a repository; what ``hpc-exec images`` lists and the run side mounts (a
+    NamedTuple, not a dataclass: 'hpc-exec run' reads the index on every task)."""
 
     key: str  # the normalised reference (engine/image/reference.py)
     server: str
@@ -65,7 +64,7 @@ class ImageEntry:
         return self.image_id.partition(":")[2][:12]
 
     def to_json(self, layout: Layout) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["squashfs"] = layout.relative(self.squashfs)
         data["metadata"] = layout.relative(self.metadata)
         for optional in ("squashfs_digest", "damaged"):  # absent, as in older indexes
@@ -106,8 +105,7 @@ class ImageEntry:
         return None
 
 
-@dataclass(frozen=True)
-class Verification:
+class Verification(NamedTuple):
     """The verdict of :meth:`Index.verify` on one entry: ``status`` is ``ok`` (the sha256
     recorded at publish time matches), ``size only`` (no digest recorded: the size matches),
     or ``damaged`` (``problem`` says why)."""
@@ -250,14 +248,14 @@ class Index:
                                       hint="pull again")
             new = entry
             if new.squashfs_digest is None:  # reused files: keep what was recorded for them
-                new = replace(new, squashfs_digest=next(
+                new = new._replace(squashfs_digest=next(
                     (o.squashfs_digest for o in entries.values()
                      if o.image_id == new.image_id and o.squashfs_digest), None))
             entries.pop(entry.key, None)  # listed last, in pull order (as Sarus does)
-            entries[entry.key] = replace(new, damaged=None)  # a moved tag frees its old image
+            entries[entry.key] = new._replace(damaged=None)  # a moved tag frees its old image
             for key, other in entries.items():  # the same files (made anew, or checked by
                 if other.image_id == new.image_id:  # the pull): one size and digest for all
-                    entries[key] = replace(other, size=new.size,
+                    entries[key] = other._replace(size=new.size,
                                            squashfs_digest=new.squashfs_digest, damaged=None)
         self.update(change)
 
@@ -285,7 +283,7 @@ class Index:
             def change(current: dict[str, ImageEntry]) -> None:
                 for k, e in current.items():  # not if a pull replaced the file meanwhile
                     if e.image_id in marks and _file_id(e.squashfs) == marks[e.image_id][0]:
-                        current[k] = replace(e, damaged=marks[e.image_id][1])
+                        current[k] = e._replace(damaged=marks[e.image_id][1])
             self.update(change)
         return out
 

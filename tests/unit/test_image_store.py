@@ -214,29 +214,25 @@ def test_an_existing_too_open_directory_of_ours_is_tightened(tmp_path: Path) -> 
 
 def test_damage_is_a_size_mismatch(tmp_path: Path) -> None:
     """Item 3: one stat finds a truncated squashfs."""
-    from dataclasses import replace
-
     layout = Layout(tmp_path)
     layout.ensure()
     entry = _entry(layout, "k")
     assert entry.damage() is None
-    assert "has 1 bytes, 5 when it was pulled" in (replace(entry, size=5).damage() or "")
+    assert "has 1 bytes, 5 when it was pulled" in (entry._replace(size=5).damage() or "")
 
 
 def test_verify_hashes_marks_and_a_new_add_clears(tmp_path: Path) -> None:
     """Item 3, deep check: same-size damage is found by hash only, marked in the index (so a
     lookup sees it), and storing the image again clears the mark for every key."""
-    from dataclasses import replace
-
     from hpc_exec.engine.store.layout import content_digest
 
     layout = Layout(tmp_path)
     layout.ensure()
     index = Index(layout)
     entry = _entry(layout, "a")
-    entry = replace(entry, squashfs_digest=content_digest(entry.squashfs))
+    entry = entry._replace(squashfs_digest=content_digest(entry.squashfs))
     index.add(entry)
-    index.add(replace(entry, key="b", squashfs_digest=None))  # reused files: digest kept
+    index.add(entry._replace(key="b", squashfs_digest=None))  # reused files: digest kept
     assert {v.entry.key: v.status for v in index.verify()} == {"a": "ok", "b": "ok"}
     assert json.loads(layout.metadata.read_text())["images"]["b"]["squashfs_digest"] == \
         entry.squashfs_digest
@@ -249,7 +245,7 @@ def test_verify_hashes_marks_and_a_new_add_clears(tmp_path: Path) -> None:
     assert all("changed since" in (e.damage() or "") for e in index.read().values())
 
     entry.squashfs.write_bytes(b"x")  # repaired: the pull adds the entry again
-    index.add(replace(entry, squashfs_digest=content_digest(entry.squashfs)))
+    index.add(entry._replace(squashfs_digest=content_digest(entry.squashfs)))
     assert all(e.damage() is None for e in index.read().values())
     assert [v.status for v in index.verify()] == ["ok", "ok"]
     index.add(_entry(layout, "c", ID.replace("1", "2")))  # as written before digests
