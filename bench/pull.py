@@ -180,8 +180,11 @@ def against(bench: Bench, other: Path, repeat: int) -> int:
     def cold(which: str) -> float:
         home = bench.fresh_home()
         env = dict(bench.env(home), PYTHONPATH=str(versions[which]))
+        # cwd "/": "-m hpc_exec" puts the cwd first on sys.path, and a source checkout's
+        # hpc_exec/ (no engine/ inside) would shadow the copy on PYTHONPATH
         took = _timed(lambda: process.run([sys.executable, "-m", "hpc_exec", "pull", bench.ref],
-                                          env=env, timeout=TIMEOUT, desc=f"{which} pull"))
+                                          env=env, timeout=TIMEOUT, desc=f"{which} pull",
+                                          cwd="/"))
         shutil.rmtree(home, ignore_errors=True)
         return took
 
