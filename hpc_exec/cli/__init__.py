@@ -176,26 +176,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         os.set_inheritable(report, False)  # for us alone, not for runc or the container
+    return guarded(lambda: handler(args), prog="hpc-exec", debug=args.debug, report_fd=report,
+                   what=args.command)
+
+
+def guarded(call: Callable[[], int], *, prog: str, debug: bool, report_fd: int | None = None,
+            error_word: str = "error: ", what: str = "command") -> int:
+    """``call()``'s exit status, or its failure as the exit code of its class (docs/exit-codes.md)
+    after one line on stderr (``PROG: error: message`` and a hint line); a bug is one line
+    too (``internal error``, 125) unless ``debug``, which shows the traceback. ``report_fd``:
+    where engine.run's child writes the error for its caller. Shared by ``hpc-exec`` and the
+    apptainer front end (``error_word=""``, as apptainer prints)."""
     try:
-        return int(handler(args))
+        return int(call())
     except HpcExecError as exc:
-        if report is not None:
-            _report(report, exc)
-        if args.debug:
-            log.exception("%s failed", args.command)
-        print(f"hpc-exec: error: {exc.message}", file=sys.stderr)
+        if report_fd is not None:
+            _report(report_fd, exc)
+        if debug:
+            log.exception("%s failed", what)
+        print(f"{prog}: {error_word}{exc.message}", file=sys.stderr)
         if exc.hint:
-            print(f"hpc-exec: hint: {exc.hint}", file=sys.stderr)
+            print(f"{prog}: hint: {exc.hint}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("hpc-exec: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # a bug: still one line unless --debug
-        if report is not None:
-            _report(report, exc)
-        if args.debug:
+        if report_fd is not None:
+            _report(report_fd, exc)
+        if debug:
             raise
-        print(f"hpc-exec: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
               file=sys.stderr)
         return int(ExitCode.INTERNAL)
 

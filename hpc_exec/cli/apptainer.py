@@ -371,46 +371,31 @@ def _setup_logging(options: GlobalOptions) -> None:
 
 def run(argv: Sequence[str], *, debug: bool = False) -> int:
     """Run the invocation ``argv`` (without the program name); return the exit status."""
-    from hpc_exec.errors import ExitCode, HpcExecError
+    from hpc_exec.cli import guarded
 
-    try:
-        invocation = parse_argv(argv)
-        options = invocation.options
-        if debug:
-            options = options._replace(debug=True)
-        if invocation.command == "version":
-            if argv and argv[0] == "version":
-                print(APPTAINER_VERSION)
-            else:
-                print(f"apptainer version {APPTAINER_VERSION}")
-            return 0
-        if invocation.command.startswith("help"):
-            print(USAGE)
-            return 0
-        _setup_logging(options)
-        say = _say_function(options)
-        if isinstance(invocation.request, PullRequest):
-            return _pull(invocation.request, options, say)
-        assert isinstance(invocation.request, ExecRequest)
-        return _exec(invocation.request, options, say)
-    except HpcExecError as exc:
-        if debug:
-            import traceback
+    return guarded(lambda: _run(argv, debug), prog=PROG, debug=debug, error_word="")
 
-            traceback.print_exc()
-        print(f"{PROG}: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"{PROG}: hint: {exc.hint}", file=sys.stderr)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
-    except Exception as exc:  # a bug: still one line unless --debug
-        if debug:
-            raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
-              file=sys.stderr)
-        return int(ExitCode.INTERNAL)
+
+def _run(argv: Sequence[str], debug: bool) -> int:
+    invocation = parse_argv(argv)
+    options = invocation.options
+    if debug:
+        options = options._replace(debug=True)
+    if invocation.command == "version":
+        if argv and argv[0] == "version":
+            print(APPTAINER_VERSION)
+        else:
+            print(f"apptainer version {APPTAINER_VERSION}")
+        return 0
+    if invocation.command.startswith("help"):
+        print(USAGE)
+        return 0
+    _setup_logging(options)
+    say = _say_function(options)
+    if isinstance(invocation.request, PullRequest):
+        return _pull(invocation.request, options, say)
+    assert isinstance(invocation.request, ExecRequest)
+    return _exec(invocation.request, options, say)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
