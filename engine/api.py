@@ -154,8 +154,7 @@ def lookup(ref: str, *, centralized: bool | None = None,
             damage = entry.damage()
             if damage is not None:
                 raise RepositoryError(f"image {entry.key} in the {kind} repository is damaged: "
-                                      f"{damage}", hint=f"pull it again to repair it: "
-                                      f"hpc-exec pull {ref}")
+                                      f"{damage}", hint=entry.repair_hint())
             return entry
     raise ImageNotFound(f"image {key} is not in the {' or '.join(where)}",
                         hint=f"pull it first: hpc-exec pull {ref}")

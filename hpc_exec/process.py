@@ -36,7 +36,7 @@ from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
 __all__ = ["DEBIAN_PACKAGES", "PIPE", "Completed", "ProcStat", "Secret", "alive", "feed",
            "foreground", "launch", "proc_stat", "require", "run", "session_members", "spawn",
-           "terminate"]
+           "terminate", "which"]
 
 PIPE = subprocess.PIPE  # for launch(stdout=...): the caller reads the child's output
 
@@ -113,18 +113,23 @@ def require(program: str) -> str:
             return program
         found = None
     else:
-        found = _which(program, os.environ.get("PATH", os.defpath)) or \
-            _which(program, "/usr/sbin:/sbin")
+        found = which(program) or which(program, "/usr/sbin:/sbin")
     if not found:
         raise MissingDependency(program, DEBIAN_PACKAGES.get(os.path.basename(program)))
     return found
 
 
-def _which(program: str, path: str) -> str | None:
-    """shutil.which for a bare name, without importing shutil (every 'hpc-exec run' asks
-    for runc, and shutil with its compression modules costs more than the search)."""
-    for directory in path.split(os.pathsep):
-        candidate = os.path.join(directory or os.curdir, program)
+def which(program: str, path: str | None = None) -> str | None:
+    """The absolute path of the executable ``program`` in ``path`` (default $PATH), or None:
+    shutil.which for a bare name, without importing shutil (every 'hpc-exec run' asks for
+    runc, and shutil with its compression modules costs more than the search). Empty and
+    relative entries of the path are skipped: the current directory is no place to find runc.
+    """
+    for directory in (os.environ.get("PATH", os.defpath) if path is None else path).split(
+            os.pathsep):
+        if not directory.startswith("/"):
+            continue
+        candidate = os.path.join(directory, program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None

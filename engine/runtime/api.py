@@ -165,6 +165,10 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
     for key in (annotations or {}):
         if not key or "=" in key:
             raise InvalidInput(f"invalid annotation key {key!r}")
+    if name is not None:
+        from hpc_exec.engine.runtime.runc import check_name
+
+        check_name(name)
     options = RunOptions(
         command=tuple(command), mounts=tuple(all_mounts),
         devices=tuple(parse_device(d) if isinstance(d, str) else d for d in devices),
@@ -172,49 +176,61 @@ def run_options(command: Sequence[str] = (), *, binds: Iterable[Bind] = (),
         init=init, pid=pid, mpi=mpi, mpi_type=mpi_type, glibc=glibc, ssh=ssh, sync=sync,
         annotations=tuple((k, str(v)) for k, v in (annotations or {}).items()), tty=tty,
         log_level="debug" if debug else None,
-        name=None if name is None else _check_name(name))
+        name=name)
     effective_pid(options)  # InvalidInput for a bad pid or ssh with pid="host"
     return options
 
 
-def _check_name(name: str) -> str:
-    from hpc_exec.engine.runtime.runc import check_name
+def _state(settings: Settings | None) -> tuple[str, Path, bool]:
+    """(runc, this user's state root, rootless) for ``ps`` and ``kill``."""
+    from hpc_exec.engine.runtime import runc
 
-    return check_name(name)
+    from hpc_exec.config import load_settings
+
+    settings = settings or load_settings()
+    rootless = os.geteuid() != 0
+    return runc.find_runc(settings.runc_path), runc.state_root(rootless), rootless
 
 
 def containers(*, settings: Settings | None = None) -> str:
-    """runc's table of this user's containers (``hpc-exec ps``, as ``sarus ps``)."""
+    """runc's table of this user's containers (``hpc-exec ps``, as ``sarus ps``); what
+    engines killed earlier left there is removed first."""
     from hpc_exec.engine.runtime import runc
 
     from hpc_exec import process
-    from hpc_exec.config import load_settings
 
-    settings = settings or load_settings()
-    rootless = os.geteuid() != 0
-    root = runc.state_root(rootless)
+    runc_path, root, rootless = _state(settings)
     if not root.is_dir():
         return "ID          PID         STATUS      BUNDLE      CREATED     OWNER\n"
-    return process.run(runc.list_argv(runc.find_runc(settings.runc_path), root, rootless),
-                       timeout=60, desc="listing the containers (runc list)").stdout
+    runc.sweep(root, runc_path, rootless)
+    return process.run(runc.list_argv(runc_path, root, rootless), timeout=60,
+                       desc="listing the containers (runc list)").stdout
 
 
 def kill(name: str, signal: str = "SIGHUP", *, settings: Settings | None = None) -> None:
-    """Send ``signal`` to the container ``name`` (``hpc-exec kill``; Sarus sends SIGHUP); its
-    ``hpc-exec run`` then ends with the container's status. InvalidInput for an unknown name."""
+    """Send ``signal`` (a name, with or without ``SIG``, or a number) to the container
+    ``name`` (``hpc-exec kill``; Sarus sends SIGHUP); its ``hpc-exec run`` then ends with the
+    container's status. InvalidInput for an unknown signal or no running container ``name``."""
+    import signal as signals
+
     from hpc_exec.engine.runtime import runc
 
     from hpc_exec import process
-    from hpc_exec.config import load_settings
 
-    settings = settings or load_settings()
     runc.check_name(name)
-    rootless = os.geteuid() != 0
-    root = runc.state_root(rootless)
-    if not (root / name).is_dir():
-        raise InvalidInput(f"no container named {name!r} ('hpc-exec ps' lists them)")
-    process.run(runc.kill_argv(runc.find_runc(settings.runc_path), root, rootless, name,
-                               signal), timeout=60, desc=f"signalling container {name}")
+    text = signal.upper()
+    try:
+        number = int(text) if text.isdigit() else \
+            signals.Signals[text if text.startswith("SIG") else f"SIG{text}"].value
+        signals.Signals(number)
+    except (KeyError, ValueError):
+        raise InvalidInput(f"unknown signal {signal!r} (a name such as TERM or SIGTERM, or a "
+                           "number)") from None
+    runc_path, root, rootless = _state(settings)
+    if not runc.engine_alive(root, name):
+        raise InvalidInput(f"no running container named {name!r} ('hpc-exec ps' lists them)")
+    process.run(runc.kill_argv(runc_path, root, rootless, name, str(number)), timeout=60,
+                desc=f"signalling container {name}")
 
 
 def command_line(image: str | os.PathLike[str], options: RunOptions, *,

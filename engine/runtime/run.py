@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hpc_exec.engine.runtime import runc
 from hpc_exec.engine.runtime.options import Image, RunOptions
 
 from hpc_exec.config import Settings, load_settings
@@ -87,12 +88,12 @@ def _pmi_fd(env: Mapping[str, str]) -> int | None:
 
 
 def _find_init(settings: Settings) -> str:
-    import shutil
+    from hpc_exec.process import which
 
     if settings.init_path is not None:
         return str(settings.init_path)
     for name in ("tini-static", "tini"):
-        found = shutil.which(name)
+        found = which(name)
         if found:
             return found
     from hpc_exec.errors import MissingDependency
@@ -107,7 +108,7 @@ def find_idmap_helper(settings: Settings) -> str | None:
     """The rootless idmap helper (engine/runtime/idmap.c): ``idmapHelper``, else the one the
     package build compiled beside this module (setup.py, ``build_idmap``: every installation
     has it), else on PATH; None if absent."""
-    import shutil
+    from hpc_exec.process import which
 
     if settings.idmap_helper is not None:
         if not settings.idmap_helper.is_file():
@@ -116,7 +117,7 @@ def find_idmap_helper(settings: Settings) -> str | None:
     packaged = Path(__file__).with_name(IDMAP_HELPER)
     if packaged.is_file() and os.access(packaged, os.X_OK):  # a copy may have lost its x bit
         return str(packaged)
-    return shutil.which(IDMAP_HELPER)
+    return which(IDMAP_HELPER)
 
 
 def _device_node(spec: Device) -> Any:
@@ -301,7 +302,10 @@ def plan(options: RunOptions, image: Image, settings: Settings,
         if init_path:
             trusted.append((Path(init_path), "the init binary"))
         check_all(trusted)
-        if idmap_helper:  # rootless only: it runs as the caller, so it may be theirs
+        # rootless only: it runs as the caller, so it may be theirs. The packaged one is as
+        # trusted as this code beside it, which already runs as the caller: a shared,
+        # group-writable environment (umask 002) is not refused for it.
+        if idmap_helper and Path(idmap_helper) != Path(__file__).with_name(IDMAP_HELPER):
             from hpc_exec.engine.runtime.security import check_trusted
 
             check_trusted(Path(idmap_helper), "the idmap helper", owners=(0, os.geteuid()))
@@ -313,7 +317,7 @@ def plan(options: RunOptions, image: Image, settings: Settings,
 # -- the watchdog ----------------------------------------------------------------------------
 
 def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool,
-              state_dir: Path | None = None) -> None:
+              state: tuple[Path, str, str] | None = None) -> None:
     """Body of the watchdog child; never returns."""
     code = 0
     try:
@@ -351,10 +355,9 @@ def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool,
                         pass
             if sweep_user_namespace:
                 _sweep_user_namespace()
-            if state_dir is not None:  # runc's state, which a killed runc left on the host
-                import shutil
-
-                shutil.rmtree(state_dir, ignore_errors=True)
+            if state is not None:  # runc's state (on the host) and our marker beside it
+                root, name, runc_path = state
+                runc.remove(root, name, runc_path, rootless=sweep_user_namespace)
     except BaseException:
         code = 1
     os._exit(code)
@@ -385,17 +388,17 @@ def _sweep_user_namespace() -> None:
 
 
 def _start_watchdog(pid_file: Path, rootless: bool = False,
-                    state_dir: Path | None = None) -> int:
+                    state: tuple[Path, str, str] | None = None) -> int:
     """Fork the watchdog; return the write end of its control pipe. ``rootless``: it also
-    sweeps the run's user namespace when the engine dies; ``state_dir``: runc's state of the
-    container, removed then."""
+    sweeps the run's user namespace when the engine dies; ``state``: (runc's state root, the
+    container's name, runc), whose state and marker it removes then (runc.remove)."""
     ctl_r, ctl_w = os.pipe()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ctl_w)
         os.close(ready_r)
-        _watchdog(ctl_r, ready_w, pid_file, rootless, state_dir)
+        _watchdog(ctl_r, ready_w, pid_file, rootless, state)
     os.close(ctl_r)
     os.close(ready_w)
     ok = os.read(ready_r, 1)
@@ -410,16 +413,25 @@ def _start_watchdog(pid_file: Path, rootless: bool = False,
 # -- the cycle ---------------------------------------------------------------------------------
 
 def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -> int:
-    from hpc_exec.engine.runtime import bundle as _bundle
-    from hpc_exec.engine.runtime import runc, spec
-
-    from hpc_exec import process
-
     rootless = os.geteuid() != 0
     if not image.squashfs.is_file():
         raise InvalidInput(f"image file {image.squashfs} does not exist")
-    root = _bundle.bundle_dir(settings, rootless)
     state_root, name = _container_name(options, p.runc, rootless)
+    try:
+        return _run_named(options, image, settings, p, rootless, state_root, name)
+    finally:
+        if state_root is not None:
+            runc.release(state_root, name)
+
+
+def _run_named(options: RunOptions, image: Image, settings: Settings, p: _Plan, rootless: bool,
+               state_root: Path | None, name: str) -> int:
+    from hpc_exec.engine.runtime import bundle as _bundle
+    from hpc_exec.engine.runtime import spec
+
+    from hpc_exec import process
+
+    root = _bundle.bundle_dir(settings, rootless)
     uid, gid = os.getuid(), os.getgid()
     groups = os.getgroups()
     _bundle.enter_private_namespace(rootless)
@@ -428,7 +440,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
     ctl = -1
     try:
         mounts = _contained_mounts(p.mounts, len(settings.site_mounts), b.rootfs, settings)
-        ctl = _start_watchdog(b.pid_file, rootless, state_root / name)
+        ctl = _start_watchdog(b.pid_file, rootless,
+                              None if state_root is None else (state_root, name, p.runc))
         config = spec.build_config(
             args=p.args, env=p.env, cwd=p.cwd, uid=uid, gid=gid, groups=groups,
             rootfs=settings.rootfs_folder, terminal=options.tty, rootless=rootless,
@@ -438,7 +451,8 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
             selinux_label=settings.selinux_label,
             selinux_mount_label=settings.selinux_mount_label, idmap_helper=p.idmap_helper)
         b.write_config(json.dumps(config))
-        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name, state_dir=state_root,
+        argv = runc.run_argv(p.runc, bundle=b.root, container_id=name,
+                             state_dir=b.state_dir if state_root is None else state_root,
                              log_path=b.log_path, pid_file=b.pid_file,
                              rootless=rootless, preserve_fds=0 if p.pmi_fd is None else 1)
         status = _run_runc(argv, process, reap=b.pid_file if rootless and
@@ -467,30 +481,24 @@ def _run_here(options: RunOptions, image: Image, settings: Settings, p: _Plan) -
         b.close()
 
 
-def _container_name(options: RunOptions, runc_path: str, rootless: bool) -> tuple[Path, str]:
-    """runc's state root (made here, on the host, before any namespace) and the container's
-    name; a ``--name`` still held by a running container is an error, one whose container is
-    gone (its engine was killed) is freed."""
-    from hpc_exec.engine.runtime import runc
+def _container_name(options: RunOptions, runc_path: str, rootless: bool
+                    ) -> tuple[Path | None, str]:
+    """runc's state root (made here, on the host, before any namespace; None: the run's
+    private bundle) and the container's name, taken for this engine (runc.claim); what
+    engines killed earlier left there is removed first."""
+    from hpc_exec.errors import SecurityError
 
-    from hpc_exec import process
-
-    root = runc.make_state_root(runc.state_root(rootless))
-    if options.name is None:
-        return root, runc.default_name()
-    name = runc.check_name(options.name)
-    if (root / name).exists():
-        state = process.run(runc.state_argv(runc_path, root, rootless, name), timeout=30,
-                            check=False, desc=f"asking runc about container {name}")
-        try:
-            status = json.loads(state.stdout).get("status") if state.returncode == 0 else None
-        except ValueError:
-            status = None
-        if status not in (None, "stopped"):
-            raise InvalidInput(f"container name {name!r} is in use (status {status}; "
-                               "'hpc-exec ps' lists the containers)")
-        process.run([*runc.list_argv(runc_path, root, rootless)[:-1], "delete", "--force",
-                     name], timeout=30, check=False, desc=f"removing stopped container {name}")
+    name = runc.default_name() if options.name is None else runc.check_name(options.name)
+    try:
+        root = runc.make_state_root(runc.state_root(rootless))
+    except SecurityError as exc:
+        if options.name is not None or not rootless:
+            raise
+        sys.stderr.write(f"hpc-exec: warning: {exc.message}; this container's state stays in "
+                         "its private bundle ('hpc-exec ps' does not list it)\n")
+        return None, name
+    runc.sweep(root, runc_path, rootless)
+    runc.claim(root, name, runc_path, rootless)
     return root, name
 
 

@@ -4,7 +4,9 @@ The site config, the hook JSON files, the hook executables, runc and the init bi
 owned by root and not writable by group or others, and so must every directory up to ``/``:
 otherwise another user could swap what root runs. The rootless idmap helper runs only as the
 caller (never for root), so it and its directories may also be the caller's own: a user's
-``pip install`` into their own virtualenv carries it (issue 12, item 15). A root-owned sticky directory (``/tmp``) is
+``pip install`` into their own virtualenv carries it (issue 12, item 15); the one packaged beside
+the engine's code is not checked at all, being as trusted as the code that runs it. A root-owned
+sticky directory (``/tmp``) is
 accepted: its sticky bit already stops others from replacing root's entries. A violation is
 a :class:`~hpc_exec.errors.SecurityError` naming the offending file or directory.
 

@@ -87,6 +87,14 @@ class ImageEntry(NamedTuple):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from exc
 
+    def repair_hint(self, flags: str = "") -> str:
+        """How a user repairs this damaged image: a loaded one is loaded again (its server is
+        no registry), a pulled one pulled again."""
+        if self.server == "load":
+            return (f"load its archive again to repair it: hpc-exec load{flags} ARCHIVE "
+                    f"{self.repository.removeprefix('library/')}:{self.tag}")
+        return f"pull it again to repair it: hpc-exec pull{flags} {self.key}"
+
     def present(self) -> bool:
         return self.squashfs.is_file() and self.metadata.is_file()
 
@@ -269,8 +277,7 @@ class Index:
         found: dict[tuple[str, str | None], tuple[str, str | None, bool]] = {}
         marks: dict[str, tuple[tuple[int, int, int] | None, str]] = {}
         out = []
-        for key in sorted(entries):
-            entry = entries[key]
+        for entry in entries.values():  # pull order, as images lists them
             files = (entry.image_id, entry.squashfs_digest)
             if files not in found:
                 before = _file_id(entry.squashfs)

@@ -167,12 +167,12 @@ def test_missing_binary_names_its_debian_package(scratch: Path,
     from hpc_exec import process
     from hpc_exec.errors import MissingDependency
 
-    real_which = process._which
+    real_which = process.which
 
-    def which(program: str, path: str) -> str | None:
+    def which(program: str, path: str | None = None) -> str | None:
         return None if program == "munged" else real_which(program, path)
 
-    monkeypatch.setattr(process, "_which", which)
+    monkeypatch.setattr(process, "which", which)
     with pytest.raises(MissingDependency, match=r"required program 'munged' not found "
                                                 r"\(Debian package 'munge'\)"):
         tb.up(scratch, nodes=1, images=False)

@@ -374,8 +374,8 @@ def test_runc_state_root_is_on_the_host_per_user(tmp_path: Path) -> None:
     from hpc_exec.errors import SecurityError
 
     assert runc.state_root(rootless=False) == Path("/run/hpc-exec/runc")
-    rootless = runc.state_root(rootless=True)
-    assert rootless.name in ("hpc-exec-runc", f"hpc-exec-runc-{os.getuid()}")
+    # the same from a batch job and from a login shell (no /run/user/<uid>)
+    assert runc.state_root(rootless=True) == Path(f"/tmp/hpc-exec-runc-{os.getuid()}")
     mine = runc.make_state_root(tmp_path / "a" / "state")
     assert mine.is_dir() and (mine.stat().st_mode & 0o777) == 0o700
     (tmp_path / "open").mkdir(mode=0o777)
@@ -388,6 +388,60 @@ def test_runc_state_root_is_on_the_host_per_user(tmp_path: Path) -> None:
     assert runc.kill_argv("runc", Path("/r"), False, "n", "SIGHUP") == [
         "runc", "--root", "/r", "kill", "n", "SIGHUP"]
     assert runc.default_name() != runc.default_name()
+
+
+def test_a_name_is_taken_by_one_live_engine_and_freed_when_it_is_gone(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Review findings: a --name whose run is still starting must not be deleted, and what a
+    SIGKILLed step left (runc's state, the marker) is swept by the next run or ps."""
+    import shutil
+
+    from hpc_exec.engine.runtime import runc
+
+    from hpc_exec.errors import InvalidInput
+
+    root = runc.make_state_root(tmp_path / "state")
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: object) -> None:  # 'runc delete --force NAME'
+        calls.append(argv)
+        shutil.rmtree(root / argv[-1])
+
+    monkeypatch.setattr(runc.process, "run", fake_run)
+    runc.claim(root, "job", "runc", rootless=False)
+    assert runc.engine_alive(root, "job")
+    with pytest.raises(InvalidInput, match="container name 'job' is in use"):
+        runc.claim(root, "job", "runc", rootless=False)  # a live engine holds it
+    (root / "job").mkdir()  # runc's state of a starting container is left alone
+    runc.sweep(root, "runc", rootless=False)
+    assert (root / "job").is_dir() and calls == []
+    runc.release(root, "job")
+    assert not runc.engine_alive(root, "job")
+    # an engine that died without releasing (SIGKILL of the whole step, watchdog included):
+    # its pid may be reused, so the start time must match too
+    dead = f"{os.getpid()} 1\n"
+    (root / "gone.engine").write_text(dead)
+    (root / "gone").mkdir()
+    runc.sweep(root, "runc", rootless=False)
+    assert not (root / "gone").exists() and not (root / "gone.engine").exists()
+    assert calls == [["runc", "--root", str(root), "delete", "--force", "gone"]]
+    # a dead engine's name is free again at once; runc's leftover state goes with it
+    (root / "job.engine").write_text(dead)
+    runc.claim(root, "job", "runc", rootless=False)
+    assert runc.engine_alive(root, "job") and not (root / "job").exists()
+
+
+def test_kill_names_a_bad_signal_and_a_container_that_is_not_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hpc_exec.engine.runtime import api, runc
+
+    from hpc_exec.errors import InvalidInput
+
+    monkeypatch.setattr(runc, "state_root", lambda rootless: tmp_path)
+    with pytest.raises(InvalidInput, match="unknown signal 'BOGUS'"):
+        api.kill("job", "BOGUS")
+    with pytest.raises(InvalidInput, match="no running container named 'job'"):
+        api.kill("job", "TERM")
 
 
 def test_entrypoint_adjacent_empty_value_removes_it() -> None:

@@ -69,4 +69,4 @@ def test_run_name_ps_and_kill(run_site: RunSite) -> None:
         out.close()
     assert name not in run_site.run("ps", check=True).stdout
     gone = run_site.run("kill", name)
-    assert gone.returncode == 110 and f"no container named '{name}'" in gone.stderr
+    assert gone.returncode == 110 and f"no running container named '{name}'" in gone.stderr
