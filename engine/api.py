@@ -75,7 +75,8 @@ def load(archive: Path, ref: str, *, centralized: bool = False,
 
 def images(*, centralized: bool = False, settings: Settings | None = None) -> list[ImageEntry]:
     """The entries of one repository, in the order they were pulled or loaded (as Sarus lists
-    them; a pull again moves an entry last)."""
+    them; a pull that stores the image anew, or moves its tag, puts it last; one that finds
+    it up to date leaves it where it is)."""
     repo = repository(centralized, settings=settings)
     return list(repo.index.read().values())
 

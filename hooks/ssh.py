@@ -202,18 +202,29 @@ def open_host_pidfile(container: Container, path: str) -> int:
 
 
 def copy_pidfile(source: str, fd: int, timeout: float = 10.0) -> None:
-    """Copy dropbear's PID file (written by its daemon soon after it forks) to ``fd``."""
+    """Copy dropbear's PID file (written by its daemon soon after it forks) to ``fd``.
+
+    The hook runs as root and ``source`` is a path in the rootfs the user chose
+    (``pidfile_container``): it is opened without following a final symlink, at most 32 bytes
+    are read, and only a PID (digits) is copied, so no other file's content can reach the
+    user's host file."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with open(source, encoding="ascii") as f:
-                text = f.read()
+            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                text = os.read(src, 32).decode("ascii", "replace")
+            finally:
+                os.close(src)
         except OSError:
             text = ""
-        if text.strip():
+        if text.strip().isdigit():
+            text = text.strip() + "\n"
             break
+        if text.strip() and len(text) >= 32:  # not a PID file: no waiting for one to appear
+            raise HookError(f"{source} is not a PID file")
         if time.monotonic() > deadline:
             raise HookError(f"dropbear wrote no PID file {source} within {timeout:.0f} s")
         time.sleep(0.01)

@@ -62,7 +62,7 @@ class RunOptions(NamedTuple):
     sync: bool = False  # --sync
     annotations: tuple[tuple[str, str], ...] = ()  # --annotation KEY=VALUE
     tty: bool = False  # --tty
-    log_level: str | None = None  # the global --debug: "debug" (--verbose: "info")
+    log_level: str | None = None  # the global --debug: "debug"; else None
     name: str | None = None  # --name: the container's name (hpc-exec ps, kill); None: a default
 
 

@@ -22,6 +22,7 @@ Contract:
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -158,8 +159,10 @@ class Layout:
         return fd
 
     def publish(self, tmp: Path, final: Path) -> bool:
-        """Make ``tmp`` mode 0644, fsync it and rename it to ``final``; False (tmp deleted)
-        if ``final`` exists."""
+        """Make ``tmp`` mode 0644, fsync it and move it to ``final`` without ever replacing
+        a file there (a hard link, then the temp name removed: two pulls of one image under
+        different locks cannot overwrite each other's file); False (tmp deleted) if ``final``
+        exists. A file system without hard links gets a check and a rename."""
         if final.exists():
             tmp.unlink(missing_ok=True)
             return False
@@ -169,7 +172,17 @@ class Layout:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, final)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:  # another process published it first: theirs stays
+            tmp.unlink(missing_ok=True)
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            os.rename(tmp, final)
+        else:
+            tmp.unlink()
         _fsync_dir(final.parent)
         return True
 

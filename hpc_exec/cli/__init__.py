@@ -58,7 +58,9 @@ def _columns() -> int:
     import os
 
     try:
-        return int(os.environ["COLUMNS"])
+        columns = int(os.environ["COLUMNS"])
+        if columns > 0:  # as shutil.get_terminal_size: 0 or less asks the terminal
+            return columns
     except (KeyError, ValueError):
         pass
     stdout = sys.__stdout__

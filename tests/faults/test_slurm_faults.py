@@ -22,7 +22,6 @@ from .conftest import hpc_exec_exe
 pytestmark = pytest.mark.requires("root", "runc", "squashfs", "slurm")
 
 SMALL = "testbed/busybox:latest"
-NODES = ("node1", "node2", "node3")
 
 
 def _pids_with_cmdline(argv: list[str]) -> list[int]:
@@ -48,18 +47,6 @@ def _loops_backed_by(path: Path) -> list[str]:
         except OSError:
             pass
     return out
-
-
-def _slurmd_pid(node: str) -> int:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"slurmd") and node.encode() in argv:
-                return int(entry)
-    raise AssertionError(f"no slurmd for {node}")
 
 
 def _poll(what: str, done: Any, timeout: float) -> None:
@@ -90,9 +77,8 @@ def test_scancel_of_a_six_rank_step_leaves_nothing_on_any_node(fsite: Any) -> No
         _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 10)
         _poll("an engine process", lambda: not _pids_with_cmdline(engine_argv), 10)
         _poll("a loop device", lambda: not _loops_backed_by(squashfs), 10)
-        for node in NODES:
-            mounts = Path(f"/proc/{_slurmd_pid(node)}/mountinfo").read_text()
-            assert str(squashfs) not in mounts and "/hpc-exec/bundle" not in mounts, node
+        # no mount check: the engines mount in their own private mount namespaces, which no
+        # other process can see; the loop devices above are what would outlive them
         assert srun.wait(timeout=60) != 0  # the step was cancelled, not finished
     finally:
         if srun.poll() is None:

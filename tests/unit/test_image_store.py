@@ -38,7 +38,7 @@ def test_layout_paths_and_version(tmp_path: Path) -> None:
         layout.ensure()
 
 
-def test_publish_is_no_clobber(tmp_path: Path) -> None:
+def test_publish_is_no_clobber(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     layout = Layout(tmp_path)
     layout.ensure()
     final = layout.squashfs(ID)
@@ -48,6 +48,16 @@ def test_publish_is_no_clobber(tmp_path: Path) -> None:
     assert layout.publish(first, final) is True
     assert layout.publish(second, final) is False
     assert final.read_bytes() == b"first" and not second.exists()
+    # the file appears between the check and the move (another pull under another lock):
+    # it is kept, not replaced (review finding: a rename would have overwritten it)
+    third = layout.temp("x")
+    third.write_bytes(b"third")
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self, **kw: False if self == final
+                        else real_exists(self, **kw))
+    assert layout.publish(third, final) is False
+    monkeypatch.undo()
+    assert final.read_bytes() == b"first" and not third.exists()
     stale = layout.temp("owner")
     stale.write_bytes(b"")
     assert layout.remove_stale_temps("owner") == [stale]

@@ -318,6 +318,19 @@ def test_pidfile_host_gets_a_copy_of_dropbears_pid_file(tmp_path: Path) -> None:
         os.close(fd)
     with pytest.raises(HookError, match="cannot write /no/such/dir/x.pid"):
         ssh.open_host_pidfile(container, "/no/such/dir/x.pid")  # type: ignore[arg-type]
+    # pidfile_container is the user's choice and the hook is root: no symlink is followed and
+    # nothing but a PID is copied (review finding)
+    secret = tmp_path / "secret"
+    secret.write_text("root-only 1234\n" * 4)
+    (tmp_path / "link.pid").symlink_to(tmp_path / "dropbear.pid")
+    for source, match in ((secret, "is not a PID file"), (tmp_path / "link.pid", "wrote no")):
+        fd = ssh.open_host_pidfile(container, str(tmp_path / "x.pid"))  # type: ignore[arg-type]
+        try:
+            with pytest.raises(HookError, match=match):
+                ssh.copy_pidfile(str(source), fd, timeout=0.05)
+        finally:
+            os.close(fd)
+    assert (tmp_path / "x.pid").read_text() == ""
 
 
 # -- item 17 -----------------------------------------------------------------------------------
