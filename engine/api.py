@@ -81,6 +81,17 @@ def images(*, centralized: bool = False, settings: Settings | None = None) -> li
     return list(repo.index.read().values())
 
 
+def repair_hint(entry: ImageEntry, flags: str = "") -> str:
+    """How a user repairs a damaged image: a loaded one is loaded again (its server is no
+    registry), a pulled one pulled again."""
+    from hpc_exec.engine.image.reference import LOAD_SERVER
+
+    if entry.server == LOAD_SERVER:
+        return (f"load its archive again to repair it: hpc-exec load{flags} ARCHIVE "
+                f"{entry.repository.removeprefix('library/')}:{entry.tag}")
+    return f"pull it again to repair it: hpc-exec pull{flags} {entry.key}"
+
+
 def verify(*, centralized: bool = False, settings: Settings | None = None
            ) -> list[Verification]:
     """Every entry of one repository checked (sorted by key): the size, then the sha256 of
@@ -155,7 +166,7 @@ def lookup(ref: str, *, centralized: bool | None = None,
             damage = entry.damage()
             if damage is not None:
                 raise RepositoryError(f"image {entry.key} in the {kind} repository is damaged: "
-                                      f"{damage}", hint=entry.repair_hint())
+                                      f"{damage}", hint=repair_hint(entry))
             return entry
     raise ImageNotFound(f"image {key} is not in the {' or '.join(where)}",
                         hint=f"pull it first: hpc-exec pull {ref}")

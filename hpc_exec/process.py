@@ -36,7 +36,7 @@ from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
 __all__ = ["DEBIAN_PACKAGES", "PIPE", "Completed", "ProcStat", "Secret", "alive", "feed",
            "foreground", "launch", "proc_stat", "require", "run", "session_members", "spawn",
-           "terminate", "which"]
+           "installed_program", "terminate", "which"]
 
 PIPE = subprocess.PIPE  # for launch(stdout=...): the caller reads the child's output
 
@@ -133,6 +133,16 @@ def which(program: str, path: str | None = None) -> str | None:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def installed_program(name: str, beside: Path | None = None) -> str | None:
+    """The console script ``name`` of this installation: the one next to this Python (or in
+    ``beside``), so a job runs the same install from the shared file system, else the one on
+    PATH; None if neither exists."""
+    import sys
+
+    candidate = (beside or Path(sys.executable).parent) / name
+    return str(candidate) if os.access(candidate, os.X_OK) else which(name)
 
 
 class Completed(NamedTuple):  # not a dataclass: keeps dataclasses off the run path

@@ -87,14 +87,6 @@ class ImageEntry(NamedTuple):
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RepositoryError(f"{layout.metadata}: malformed entry ({exc})") from exc
 
-    def repair_hint(self, flags: str = "") -> str:
-        """How a user repairs this damaged image: a loaded one is loaded again (its server is
-        no registry), a pulled one pulled again."""
-        if self.server == "load":
-            return (f"load its archive again to repair it: hpc-exec load{flags} ARCHIVE "
-                    f"{self.repository.removeprefix('library/')}:{self.tag}")
-        return f"pull it again to repair it: hpc-exec pull{flags} {self.key}"
-
     def present(self) -> bool:
         return self.squashfs.is_file() and self.metadata.is_file()
 

@@ -255,7 +255,7 @@ def _images(args: argparse.Namespace) -> int:
         print(f"hpc-exec: error: image {v.entry.key} is damaged: {v.problem}", file=sys.stderr)
     if damaged:
         flag = " --centralized-repository" if args.centralized_repository else ""
-        print(f"hpc-exec: hint: {damaged[0].entry.repair_hint(flag)}"
+        print(f"hpc-exec: hint: {engine.repair_hint(damaged[0].entry, flag)}"
               + (" (and the others)" if len(damaged) > 1 else ""), file=sys.stderr)
         return int(ExitCode.REPOSITORY)
     return 0

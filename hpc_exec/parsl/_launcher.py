@@ -16,8 +16,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
-import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -28,7 +26,7 @@ import typeguard
 from parsl.launchers import SrunLauncher
 from parsl.launchers.base import Launcher
 
-from hpc_exec import engine
+from hpc_exec import engine, process
 from hpc_exec.errors import InvalidInput
 from hpc_exec.parsl import _check
 
@@ -59,11 +57,7 @@ Bind = str | tuple[str, str] | tuple[str, str, bool]
 def hpc_exec_program() -> list[str]:
     """The ``hpc-exec`` to put into jobs: the one next to this Python (same install, on the
     shared filesystem), else the one on PATH."""
-    here = Path(sys.executable).parent / "hpc-exec"
-    if os.access(here, os.X_OK):
-        return [str(here)]
-    found = shutil.which("hpc-exec")
-    return [found or "hpc-exec"]
+    return [process.installed_program("hpc-exec") or "hpc-exec"]
 
 
 def _under(path: str, parent: str) -> bool:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +112,9 @@ def images_of(job: Any) -> list[str]:
 def install_frontend(bin_dir: Path, *, beside: Path | None = None) -> Path | None:
     """Point ``bin_dir/apptainer`` at the hpc-exec-apptainer script (module contract);
     ``beside`` is where to look first (default: the directory of ``sys.executable``)."""
-    candidate = (beside or Path(sys.executable).parent) / FRONTEND
-    target = str(candidate) if os.access(candidate, os.X_OK) else shutil.which(FRONTEND)
+    from hpc_exec import process  # not at import: the plugin's import stays light
+
+    target = process.installed_program(FRONTEND, beside)
     if target is None:
         return None
     link = bin_dir / "apptainer"
