@@ -190,3 +190,43 @@ def testbed() -> Iterator[LiveTestbed]:
     finally:
         if not was_up and not os.environ.get("HPC_EXEC_TESTBED_KEEP"):
             tb.down(state_dir)
+
+
+# -- leak checks shared by the Slurm tests of the integration and faults tiers -----------------
+
+def pids_with_cmdline(argv: list[str]) -> list[int]:
+    """The pids whose command line is exactly ``argv``."""
+    want = "\0".join(argv).encode() + b"\0"
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read() == want:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def loops_backed_by(path: Path) -> list[str]:
+    """The loop devices whose backing file is ``path``."""
+    out = []
+    for dev in Path("/sys/block").glob("loop*"):
+        try:
+            if (dev / "loop" / "backing_file").read_text().strip() == str(path):
+                out.append(dev.name)
+        except OSError:
+            pass
+    return out
+
+
+def poll(what: str, done: Callable[[], object], timeout: float) -> None:
+    """Wait until ``done()`` is true; AssertionError naming ``what`` after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {what} after {timeout} s")
+        time.sleep(0.1)

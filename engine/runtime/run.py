@@ -261,7 +261,8 @@ def plan(options: RunOptions, image: Image, settings: Settings,
     selected = hookconfig.select_hooks(hooks, annotations=ann, argv0=args[0],
                                        has_bind_mounts=bool(all_mounts))
     _check_flags_answered(options, selected, settings.hooks_dir)
-    log.info("hooks selected: %s", ", ".join(h.name for h in selected) or "none")
+    if log.isEnabledFor(logging.INFO):  # --verbose; not a string join on every task
+        log.info("hooks selected: %s", ", ".join(h.name for h in selected) or "none")
     cwd = options.workdir or image.config.workdir or "/"
     if not cwd.startswith("/"):
         raise InvalidInput(f"workdir must be an absolute path, got {cwd!r}")

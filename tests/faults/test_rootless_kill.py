@@ -52,7 +52,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def test_a_killed_rootless_run_leaves_nothing(fsite: Any, test_user: Any) -> None:
+@pytest.fixture
+def user_image(fsite: Any) -> Path:
+    """The testbed's busybox image as a squashfs file the test user can read."""
     home = fsite.root / "A"
     assert fsite.hx("pull", f"{fsite.registry}/{SMALL}", home=home).returncode == 0
     (sqfs,) = (home / "images").glob("*.squashfs")
@@ -61,6 +63,12 @@ def test_a_killed_rootless_run_leaves_nothing(fsite: Any, test_user: Any) -> Non
     shutil.copyfile(sqfs.with_suffix(".json"), image.with_suffix(".json"))
     for path in (image, image.with_suffix(".json")):
         os.chmod(path, 0o644)
+    return image
+
+
+def test_a_killed_rootless_run_leaves_nothing(fsite: Any, test_user: Any,
+                                               user_image: Path) -> None:
+    image = user_image
     uid = test_user.pw_uid
     marks = ("sleep 3331", "sleep 3341")
     for _ in range(5):  # whether a leak shows depends on timing: several rounds
@@ -100,22 +108,14 @@ def _kill_one_run(fsite: Any, image: Path, uid: int, marks: tuple[str, ...]) -> 
 
 
 def test_a_group_writable_shared_install_still_runs_rootless_as_the_caller(
-        fsite: Any, test_user: Any) -> None:
+        fsite: Any, test_user: Any, user_image: Path) -> None:
     """Review finding on issue 12, item 15: a shared environment made under umask 002 (group
     write on the package) must not turn the packaged idmap helper into a security refusal;
     it is as trusted as the engine's code beside it, which runs as the caller anyway."""
-    home = fsite.root / "A"
-    assert fsite.hx("pull", f"{fsite.registry}/{SMALL}", home=home).returncode == 0
-    (sqfs,) = (home / "images").glob("*.squashfs")
-    image = fsite.root / "small.sqfs"
-    shutil.copyfile(sqfs, image)
-    shutil.copyfile(sqfs.with_suffix(".json"), image.with_suffix(".json"))
-    for path in (image, image.with_suffix(".json")):
-        os.chmod(path, 0o644)
     package = fsite.root / "py" / "hpc_exec"
     assert (package / "engine" / "runtime" / "hpc-exec-idmap").is_file()
     for path in (package, package / "engine", package / "engine" / "runtime"):
         os.chmod(path, 0o775)  # group-writable, as umask 002 makes it
-    out = fsite.hx("run", str(image), "id", "-u", home=fsite.root / "U", user=True)
+    out = fsite.hx("run", str(user_image), "id", "-u", home=fsite.root / "U", user=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(test_user.pw_uid) and "warning" not in out.stderr

@@ -1,5 +1,6 @@
 """What already held under Slurm, kept holding (issue 12, "Make it stay fixed"): ``scancel`` of
-a multi-rank ``srun … hpc-exec run`` step leaves no process, mount or loop device on any node.
+a multi-rank ``srun … hpc-exec run`` step leaves no process or loop device on any node (its
+mounts live and die in the engines' private mount namespaces).
 
 (Moved here from tests/integration/run/test_run_slurm.py, where it ran one rank on one node,
 and widened to the reproduced scenario: six ranks on three nodes.)
@@ -7,54 +8,19 @@ and widened to the reproduced scenario: six ranks on three nodes.)
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpc_exec import process
 
+from ..conftest import loops_backed_by, pids_with_cmdline, poll
 from .conftest import hpc_exec_exe
 
 pytestmark = pytest.mark.requires("root", "runc", "squashfs", "slurm")
 
 SMALL = "testbed/busybox:latest"
-
-
-def _pids_with_cmdline(argv: list[str]) -> list[int]:
-    want = "\0".join(argv).encode() + b"\0"
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read() == want:
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
-def _loops_backed_by(path: Path) -> list[str]:
-    out = []
-    for dev in Path("/sys/block").glob("loop*"):
-        try:
-            if (dev / "loop" / "backing_file").read_text().strip() == str(path):
-                out.append(dev.name)
-        except OSError:
-            pass
-    return out
-
-
-def _poll(what: str, done: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {what} after {timeout} s")
-        time.sleep(0.1)
 
 
 def test_scancel_of_a_six_rank_step_leaves_nothing_on_any_node(fsite: Any) -> None:
@@ -69,14 +35,14 @@ def test_scancel_of_a_six_rank_step_leaves_nothing_on_any_node(fsite: Any) -> No
     srun = process.launch(["srun", "-N3", "-n6", "-J", name, *engine_argv], desc="srun",
                           env=fsite.env(home), cwd="/", stdout=log, stderr=log)
     try:
-        _poll("waiting for six containers",
-              lambda: len(_pids_with_cmdline(["sleep", duration])) == 6, 90)
-        assert _loops_backed_by(squashfs)
+        poll("waiting for six containers",
+              lambda: len(pids_with_cmdline(["sleep", duration])) == 6, 90)
+        assert loops_backed_by(squashfs)
         process.run(["scancel", "--name", name], timeout=30, env=fsite.env(home),
                     desc="scancel", check=True)
-        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 10)
-        _poll("an engine process", lambda: not _pids_with_cmdline(engine_argv), 10)
-        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 10)
+        poll("a container process", lambda: not pids_with_cmdline(["sleep", duration]), 10)
+        poll("an engine process", lambda: not pids_with_cmdline(engine_argv), 10)
+        poll("a loop device", lambda: not loops_backed_by(squashfs), 10)
         # no mount check: the engines mount in their own private mount namespaces, which no
         # other process can see; the loop devices above are what would outlive them
         assert srun.wait(timeout=60) != 0  # the step was cancelled, not finished

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,42 +14,11 @@ import pytest
 
 from hpc_exec import process
 
+from ...conftest import loops_backed_by, pids_with_cmdline, poll
+
 pytestmark = pytest.mark.requires("root", "runc", "squashfs", "slurm")
 
 RunSite = Any  # the run_site fixture (tests/integration/run/conftest.py)
-
-
-def _pids_with_cmdline(argv: list[str]) -> list[int]:
-    want = "\0".join(argv).encode() + b"\0"
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read() == want:
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
-def _loops_backed_by(path: Path) -> list[str]:
-    out = []
-    for dev in Path("/sys/block").glob("loop*"):
-        try:
-            if (dev / "loop" / "backing_file").read_text().strip() == str(path):
-                out.append(dev.name)
-        except OSError:
-            pass
-    return out
-
-
-def _poll(what: str, done: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {what} after {timeout} s")
-        time.sleep(0.1)
 
 
 def _exe(run_site: RunSite) -> str:
@@ -86,12 +54,12 @@ def test_sigkill_of_the_engine_leaves_nothing_behind(run_site: RunSite) -> None:
                            desc="hpc-exec run", log_path=log, env=run_site.env)
     squashfs = run_site.squashfs_of(run_site.small)
     try:
-        _poll("waiting for the container",
-              lambda: len(_pids_with_cmdline(["sleep", duration])) == 2, 60)
+        poll("waiting for the container",
+              lambda: len(pids_with_cmdline(["sleep", duration])) == 2, 60)
         os.kill(engine.pid, signal.SIGKILL)
         engine.wait(timeout=10)
-        _poll("a container process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
-        _poll("a loop device", lambda: not _loops_backed_by(squashfs), 5)
+        poll("a container process", lambda: not pids_with_cmdline(["sleep", duration]), 5)
+        poll("a loop device", lambda: not loops_backed_by(squashfs), 5)
     finally:
         process.terminate(engine.pid, timeout=5)
 
@@ -103,14 +71,14 @@ def test_sigterm_is_forwarded(run_site: RunSite) -> None:
                             f"trap 'echo got-term; exit 7' TERM; sleep {duration} & wait"],
                            desc="hpc-exec run", log_path=log, env=run_site.env)
     try:
-        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+        poll("waiting for the container", lambda: pids_with_cmdline(["sleep", duration]),
               60)
         os.kill(engine.pid, signal.SIGTERM)
         assert engine.wait(timeout=10) == 7
         assert "got-term" in log.read_text()
     finally:
         process.terminate(engine.pid, timeout=5)
-        for pid in _pids_with_cmdline(["sleep", duration]):  # the trap left its child
+        for pid in pids_with_cmdline(["sleep", duration]):  # the trap left its child
             os.kill(pid, signal.SIGKILL)
 
 
@@ -125,14 +93,14 @@ def test_ctrl_c_reaches_the_container_once(run_site: RunSite) -> None:
     engine = process.spawn([_exe(run_site), "run", run_site.small, "sh", "-c", script],
                            desc="hpc-exec run", log_path=log, env=run_site.env)
     try:
-        _poll("waiting for the container", lambda: _pids_with_cmdline(["sleep", duration]),
+        poll("waiting for the container", lambda: pids_with_cmdline(["sleep", duration]),
               60)
         os.killpg(engine.pid, signal.SIGINT)
         assert engine.wait(timeout=20) == 41, log.read_text()
         assert log.read_text().count("got-int") == 1
     finally:
         process.terminate(engine.pid, timeout=5)
-        for pid in _pids_with_cmdline(["sleep", duration]):
+        for pid in pids_with_cmdline(["sleep", duration]):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -141,4 +109,4 @@ def test_background_leftovers_do_not_hold_the_run(run_site: RunSite) -> None:
     out = run_site.run("run", run_site.small, "sh", "-c", f"sleep {duration} & echo started",
                        timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "started"
-    _poll("a leftover process", lambda: not _pids_with_cmdline(["sleep", duration]), 5)
+    poll("a leftover process", lambda: not pids_with_cmdline(["sleep", duration]), 5)
