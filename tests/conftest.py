@@ -16,8 +16,12 @@
 
 from __future__ import annotations
 
+import collections
+import http.client
+import http.server
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +234,125 @@ def poll(what: str, done: Callable[[], object], timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"still {what} after {timeout} s")
         time.sleep(0.1)
+
+
+# -- a registry proxy for the image tests of the integration and faults tiers ------------------
+
+HOLD_LIMIT = 120.0  # s: a held request is released after this, whatever the test does
+
+
+class RegistryProxy:
+    """A plain-http proxy on 127.0.0.1 in front of a testbed registry. It counts requests per
+    (method, path) and can corrupt chosen blobs, answer 503 or break mid-body a number of times,
+    or hold GETs of blobs in ``hold`` until :meth:`release` (at most HOLD_LIMIT s): tests count
+    downloads and feed faults without touching the real registry."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.hold: set[str] = set()  # blob digests whose GETs wait for release()
+        self.held = threading.Event()  # set when a held request arrived
+        self.gate = threading.Event()
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.corrupt: set[str] = set()
+        self.fail: dict[str, int] = {}  # blob digest -> how many GETs answer 503 first
+        self.truncate: dict[str, int] = {}  # blob digest -> how many GETs break mid-body
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                try:
+                    self._relay()
+                except OSError:  # the client was killed (SIGKILL tests) or went away
+                    self.close_connection = True
+
+            def _relay(self) -> None:
+                path = self.path.split("?")[0]
+                with proxy.lock:
+                    proxy.counts[(self.command, path)] += 1
+                if self.command == "GET" and path.rsplit("/", 1)[-1] in proxy.hold:
+                    proxy.held.set()
+                    proxy.gate.wait(HOLD_LIMIT)
+                host, _, port = proxy.upstream.partition(":")
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                try:
+                    self._exchange(conn, path)
+                finally:
+                    conn.close()
+
+            def _exchange(self, conn: http.client.HTTPConnection, path: str) -> None:
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection")}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                digest = path.rsplit("/", 1)[-1]
+                if "/blobs/" in path and digest in proxy.corrupt and data:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                with proxy.lock:
+                    fail = self.command == "GET" and proxy.fail.get(digest, 0) > 0
+                    cut = self.command == "GET" and proxy.truncate.get(digest, 0) > 0
+                    if fail:
+                        proxy.fail[digest] -= 1
+                    elif cut:
+                        proxy.truncate[digest] -= 1
+                if fail:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    conn.close()
+                    return
+                if cut:  # promise the whole body, send half, hang up
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    conn.close()
+                    return
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def blob_gets(self) -> dict[str, int]:
+        with self.lock:
+            return {p.rsplit("/", 1)[-1]: n for (m, p), n in self.counts.items()
+                    if m == "GET" and "/blobs/" in p}
+
+    def manifest_requests(self) -> int:
+        with self.lock:
+            return sum(n for (m, p), n in self.counts.items() if "/manifests/" in p)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -29,13 +29,10 @@ test already existed, there (not repeated):
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import os
 import pwd
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +42,10 @@ import pytest
 
 from hpc_exec import process
 
+from ..conftest import RegistryProxy
+
 TEST_USER = "hpcexec-test"
 SYSTEM_PYTHON = "/usr/bin/python3"
-HOLD_LIMIT = 120.0  # s: a held request is released after this, whatever the test does
 
 
 def hpc_exec_exe() -> str:
@@ -66,75 +64,9 @@ def hpc_exec_exe_fixture() -> str:
     return hpc_exec_exe()
 
 
-class StallProxy:
-    """Forwards to ``upstream``; GETs of blobs in ``hold`` wait for :meth:`release`."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.hold: set[str] = set()
-        self.held = threading.Event()  # set when a held request arrived
-        self.gate = threading.Event()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
-                try:
-                    self._relay()
-                except OSError:
-                    self.close_connection = True
-
-            def _relay(self) -> None:
-                path = self.path.split("?")[0]
-                if self.command == "GET" and path.rsplit("/", 1)[-1] in proxy.hold:
-                    proxy.held.set()
-                    proxy.gate.wait(HOLD_LIMIT)
-                host, _, port = proxy.upstream.partition(":")
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items()
-                               if k.lower() not in ("host", "connection")}
-                    length = int(self.headers.get("Content-Length") or 0)
-                    body = self.rfile.read(length) if length else None
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                    self.send_response(resp.status)
-                    for k, v in resp.getheaders():
-                        if k.lower() not in ("connection", "transfer-encoding",
-                                             "content-length"):
-                            self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(data)
-                finally:
-                    conn.close()
-
-            do_GET = do_HEAD = _forward
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def release(self) -> None:
-        self.gate.set()
-
-    def close(self) -> None:
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def stall(testbed: Any) -> Iterator[StallProxy]:
-    p = StallProxy(testbed.registry)
+def stall(testbed: Any) -> Iterator[RegistryProxy]:
+    p = RegistryProxy(testbed.registry)
     try:
         yield p
     finally:
@@ -204,7 +136,7 @@ class FaultSite:
 
 
 @pytest.fixture
-def fsite(testbed: Any, stall: StallProxy) -> Iterator[FaultSite]:
+def fsite(testbed: Any, stall: RegistryProxy) -> Iterator[FaultSite]:
     root = Path(tempfile.mkdtemp(prefix="hpc-exec-fault-", dir="/var/tmp"))
     os.chmod(root, 0o755)
     temp = root / "tmp"
