@@ -60,6 +60,12 @@ class ImageEntry(NamedTuple):
     damaged: str | None = None  # what Index.verify found wrong with the squashfs, until repaired
 
     @property
+    def pinned(self) -> str:
+        """``server/repository@digest``: this image whatever its tag does later (a lookup by
+        digest finds it)."""
+        return f"{self.server}/{self.repository}@{self.digest}"
+
+    @property
     def short_id(self) -> str:
         return self.image_id.partition(":")[2][:12]
 

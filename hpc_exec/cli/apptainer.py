@@ -122,7 +122,7 @@ def descriptor_text(url: str, entry: Any) -> str:
     return json.dumps({
         "format": DESCRIPTOR_FORMAT, "version": 1, "url": url, "reference": entry.key,
         "digest": entry.digest,
-        "pinned": f"{entry.server}/{entry.repository}@{entry.digest}",
+        "pinned": entry.pinned,
     }, indent=1) + "\n"
 
 

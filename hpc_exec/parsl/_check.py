@@ -141,7 +141,7 @@ def ensure_pulled(image: str) -> str:
             except HpcExecError as exc:
                 raise ImageCheckFailed(image, f"cannot pull image {image}: {exc}",
                                        hint=exc.hint) from exc
-            _pulled[image] = f"{entry.server}/{entry.repository}@{entry.digest}"
+            _pulled[image] = entry.pinned
             log.info("pulled %s (%s) for the Parsl workers", image, entry.digest)
         return _pulled[image]
 

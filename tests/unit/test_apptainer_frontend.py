@@ -314,29 +314,35 @@ def test_wrap_command_only_wraps_bash_dash_c() -> None:
 
 # -- images -------------------------------------------------------------------------------------
 
-class Entry:
-    key = "127.0.0.1:5000/busybox:latest"
-    server = "127.0.0.1:5000"
-    repository = "busybox"
-    digest = "sha256:" + "ab" * 32
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _entry() -> Any:
+    """A real index entry (the front end reads its name, digest and pinned reference)."""
+    from hpc_exec.engine import ImageEntry
+
+    return ImageEntry(key="127.0.0.1:5000/busybox:latest", server="127.0.0.1:5000",
+                      repository="busybox", tag="latest", digest=DIGEST,
+                      image_id="sha256:" + "cd" * 32, squashfs=Path("/r/i.sqfs"),
+                      metadata=Path("/r/i.json"), created="", size=0)
 
 
 def test_image_kind() -> None:
     assert ap.image_kind(b"hsqs\x00\x01") == "squashfs"
     assert ap.image_kind(b"#!/usr/bin/env run-singularity\n\x00SIF_MAGIC\x0001") == "sif"
     assert ap.image_kind(b"#!/usr/bin/env run-singularity\nhsqs") == "sif"
-    assert ap.image_kind(ap.descriptor_text("docker://x", Entry()).encode()) == "descriptor"
+    assert ap.image_kind(ap.descriptor_text("docker://x", _entry()).encode()) == "descriptor"
     assert ap.image_kind(b'{"format": "other"}') == "unknown"
     assert ap.image_kind(b"") == "unknown"
 
 
 def test_descriptor_round_trip_and_damage(tmp_path: Path) -> None:
-    text = ap.descriptor_text("docker://127.0.0.1:5000/busybox", Entry())
+    text = ap.descriptor_text("docker://127.0.0.1:5000/busybox", _entry())
     data = json.loads(text)
     assert data == {"format": "hpc-exec-apptainer-image", "version": 1,
                     "url": "docker://127.0.0.1:5000/busybox",
-                    "reference": "127.0.0.1:5000/busybox:latest", "digest": Entry.digest,
-                    "pinned": f"127.0.0.1:5000/busybox@{Entry.digest}"}
+                    "reference": "127.0.0.1:5000/busybox:latest", "digest": DIGEST,
+                    "pinned": f"127.0.0.1:5000/busybox@{DIGEST}"}
     assert ap._read_descriptor("d", text.encode()) == data["pinned"]
     bad = text.replace('"version": 1', '"version": 2').encode()
     with pytest.raises(InvalidInput, match="image descriptor d is damaged"):
@@ -356,10 +362,10 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         squashfs = Path("/cache/images/ab.squashfs")
         config = Config()
 
-    def pull(ref: str) -> Entry:
+    def pull(ref: str) -> Any:
         calls["pull"].append(ref)
         pulled.add(ref)
-        return Entry()
+        return _entry()
 
     def resolve(image: Any) -> Image:
         calls["resolve"].append(image)
@@ -401,11 +407,11 @@ def test_pull_inside_a_job_uses_the_cache(fake_engine: dict[str, list[Any]], tmp
     """Compute nodes may not reach the registry: in a job, a cached image is not pulled."""
     looked: list[str] = []
 
-    def lookup(ref: str) -> Entry:
+    def lookup(ref: str) -> Any:
         looked.append(ref)
         if ref != "cached/x:1":
             raise ImageNotFound(f"image {ref} is not in the local repository")
-        return Entry()
+        return _entry()
 
     monkeypatch.setattr(engine, "lookup", lookup, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -439,9 +445,9 @@ def test_exec_runs_in_process(fake_engine: dict[str, list[Any]], tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    (tmp_path / "d.simg").write_text(ap.descriptor_text("docker://x", Entry()))
+    (tmp_path / "d.simg").write_text(ap.descriptor_text("docker://x", _entry()))
     assert ap.main(["exec", "--cleanenv", "d.simg", "bash", "-c", "true"]) == 7
-    pinned = f"127.0.0.1:5000/busybox@{Entry.digest}"
+    pinned = f"127.0.0.1:5000/busybox@{DIGEST}"
     assert fake_engine["pull"] == [pinned]  # not in the cache: pulled by digest
     ((image, options),) = fake_engine["execute"]
     assert image.squashfs == Path("/cache/images/ab.squashfs")

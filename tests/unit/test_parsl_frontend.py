@@ -173,16 +173,16 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def test_pull_pins_the_image_to_its_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
     from hpc_exec import engine
 
     pulls: list[str] = []
 
     def pull(ref: str) -> Any:
         pulls.append(ref)
-        return SimpleNamespace(server="registry.example:5000", repository="ns/img",
-                               digest=DIGEST)
+        return engine.ImageEntry(
+            key=IMAGE, server="registry.example:5000", repository="ns/img", tag="1.0",
+            digest=DIGEST, image_id="sha256:" + "cd" * 32, squashfs=Path("/r/i.sqfs"),
+            metadata=Path("/r/i.json"), created="", size=0)
 
     monkeypatch.setattr(engine, "pull", pull)
     monkeypatch.setattr(_check, "_pulled", {})
