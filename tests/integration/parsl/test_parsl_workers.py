@@ -52,6 +52,24 @@ def where():
 """
 
 
+def _first_task_fails(config: Any, label: str, timeout: float) -> tuple[BaseException, float]:
+    """Load ``config`` and run one app on it, which must fail: (its error, seconds from
+    parsl.load to the failure)."""
+    import parsl
+
+    from .conftest import cleanup_dfk
+
+    app = _where_app(label)
+    start = time.monotonic()
+    dfk = parsl.load(config)
+    try:
+        with pytest.raises(Exception) as info:
+            app().result(timeout=timeout)
+        return info.value, time.monotonic() - start
+    finally:
+        cleanup_dfk(dfk)
+
+
 def _where_app(label: str) -> Any:
     """A python_app reporting what the worker sees. It is made from source in a module of
     its own that nothing can import, so that Parsl (dill) ships it by value: the workers in
@@ -137,28 +155,18 @@ def test_other_parsl_version_fails_fast_with_both_versions(testbed: Any, parsl_e
                                                            slurm_jobs: Any) -> None:
     """Bound: 15 s from parsl.load (issue 11), the image already in the cache (pulled first,
     as a site does once; the pull's own time is the registry's)."""
-    import parsl
     from parsl.version import VERSION
 
     from hpc_exec import engine
     from hpc_exec.parsl import ContainerLauncher
 
-    from .conftest import cleanup_dfk
 
     engine.pull(testbed.image_parsl_other)
     other = testbed.image_parsl_other.rsplit(":", 1)[1]
     launcher = ContainerLauncher(testbed.image_parsl_other)
     config = _config(slurm_jobs.label, launcher, parsl_env / "runinfo")
-    app = _where_app(slurm_jobs.label)
-    start = time.monotonic()
-    dfk = parsl.load(config)
-    try:
-        with pytest.raises(Exception) as info:
-            app().result(timeout=60)
-        elapsed = time.monotonic() - start
-    finally:
-        cleanup_dfk(dfk)
-    text = str(info.value)
+    failure, elapsed = _first_task_fails(config, slurm_jobs.label, timeout=60)
+    text = str(failure)
     assert f"has parsl {other}, the submit side parsl {VERSION}" in text, text
     assert f"pip install parsl=={VERSION}" in text, text
     assert elapsed < 15, f"the mismatch took {elapsed:.1f} s to surface"
@@ -167,26 +175,16 @@ def test_other_parsl_version_fails_fast_with_both_versions(testbed: Any, parsl_e
 
 def test_refused_mount_fails_at_submit_with_the_engine_message(testbed: Any, parsl_env: Path,
                                                                slurm_jobs: Any) -> None:
-    import parsl
 
     from hpc_exec.parsl import ContainerLauncher
 
-    from .conftest import cleanup_dfk
 
     missing = str(parsl_env / "no-such-dir")
     launcher = ContainerLauncher(testbed.image_parsl, binds=[(missing, "/data")])
     config = _config(slurm_jobs.label, launcher, parsl_env / "runinfo")
-    app = _where_app(slurm_jobs.label)
-    start = time.monotonic()
-    dfk = parsl.load(config)
-    try:
-        with pytest.raises(Exception) as info:
-            app().result(timeout=60)
-        elapsed = time.monotonic() - start
-    finally:
-        cleanup_dfk(dfk)
-    assert "cannot start the Parsl check" in str(info.value) or missing in str(info.value)
-    assert missing in str(info.value)
+    failure, elapsed = _first_task_fails(config, slurm_jobs.label, timeout=60)
+    assert "cannot start the Parsl check" in str(failure) or missing in str(failure)
+    assert missing in str(failure)
     assert elapsed < 15, f"the refused mount took {elapsed:.1f} s to surface"
     assert slurm_jobs.ids() == []
 
@@ -196,25 +194,15 @@ def test_container_that_cannot_start_in_the_job_fails_the_block_fast(
     """The check is off, so the bad mount is met only inside the job (as a path that exists
     on the login node but not on the compute nodes would be): the exit marker and the 1 s
     status interval must report it within 15 s (issue 11), and no job may stay."""
-    import parsl
 
     from hpc_exec.parsl import ContainerLauncher
 
-    from .conftest import cleanup_dfk
 
     missing = str(parsl_env / "no-such-dir")
     launcher = ContainerLauncher(testbed.image_parsl, binds=[(missing, "/data")], check=False)
     config = _config(slurm_jobs.label, launcher, parsl_env / "runinfo", exclusive=False)
-    app = _where_app(slurm_jobs.label)
-    start = time.monotonic()
-    dfk = parsl.load(config)
-    try:
-        with pytest.raises(Exception) as info:
-            app().result(timeout=120)
-        elapsed = time.monotonic() - start
-    finally:
-        cleanup_dfk(dfk)
-    text = str(info.value)
+    failure, elapsed = _first_task_fails(config, slurm_jobs.label, timeout=120)
+    text = str(failure)
     assert "exited with status" in text, text
     assert missing in text, text  # the engine's own message, from the job's stderr
     assert elapsed < 15, f"the failed block took {elapsed:.1f} s to be reported"
