@@ -3,7 +3,7 @@
 A temporary file in the same directory, written, optionally fsynced, given its mode, then
 ``os.replace``d over the target, so a reader sees the old file or the new one, never half of
 either; the temporary file is removed if anything fails. (The image cache has its own writer
-under its lock: engine/store.)
+under its lock: engine/store.) Also :func:`free_bytes`, what a full-disk error is judged by.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["replace_file"]
+__all__ = ["free_bytes", "replace_file"]
 
 
 def replace_file(path: Path, text: str, *, mode: int = 0o644, fsync: bool = False) -> None:
@@ -33,3 +33,12 @@ def replace_file(path: Path, text: str, *, mode: int = 0o644, fsync: bool = Fals
         except FileNotFoundError:
             pass
         raise
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Bytes this user may still write on the filesystem of ``directory`` (None: unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

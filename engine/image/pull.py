@@ -421,12 +421,11 @@ def disk_errors(*dirs: Path) -> Iterator[None]:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
 
+        from hpc_exec.files import free_bytes
+
         def free(d: Path) -> int:
-            try:
-                st = os.statvfs(d)
-            except OSError:
-                return 1 << 62
-            return st.f_bavail * st.f_frsize
+            known = free_bytes(d)
+            return 1 << 62 if known is None else known
 
         where = exc.filename or min(dirs, key=free)
         raise RepositoryError(f"no space left on the filesystem of {where}: {exc.strerror}",

@@ -79,8 +79,7 @@ def squash(write_tar: Callable[[IO[bytes]], T], dest: Path, options: SquashfsOpt
 def _nearly_full(directory: Path, margin: int) -> bool:
     """Less than ``margin`` bytes left for this user on the filesystem of ``directory`` (a
     failed tar2sqfs could not add its next blocks and tables)."""
-    try:
-        st = os.statvfs(directory)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < margin
+    from hpc_exec.files import free_bytes
+
+    free = free_bytes(directory)
+    return free is not None and free < margin
