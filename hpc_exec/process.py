@@ -27,16 +27,16 @@ import os
 import shlex
 import signal
 import subprocess  # noqa: TID251 - this module is the one wrapper
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, NamedTuple
 
 from hpc_exec.errors import CommandFailed, CommandTimeout, MissingDependency
 
-__all__ = ["DEBIAN_PACKAGES", "PIPE", "Completed", "ProcStat", "Secret", "alive", "feed",
-           "foreground", "launch", "proc_stat", "require", "run", "session_members", "spawn",
-           "installed_program", "terminate", "which"]
+__all__ = ["DEBIAN_PACKAGES", "FORWARDED", "PIPE", "Completed", "ProcStat", "Secret", "alive",
+           "feed", "foreground", "forwarded_signals", "installed_program", "launch", "proc_stat",
+           "require", "run", "session_members", "spawn", "terminate", "which"]
 
 PIPE = subprocess.PIPE  # for launch(stdout=...): the caller reads the child's output
 
@@ -434,8 +434,37 @@ def launch(
         raise CommandFailed(desc, _safe, 127, str(exc)) from exc
 
 
-_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
+
+
+@contextmanager
+def forwarded_signals(active: bool = True) -> Iterator[Callable[[subprocess.Popen[bytes]], None]]:
+    """While in the block, the signals a job receives (:data:`FORWARDED`) go to the program
+    handed to the callable it yields; those that came before it started are sent to it then,
+    so none is lost between the handlers and the start. ``active=False`` (not the main
+    thread, where Python cannot handle signals) installs nothing. The old handlers come back
+    at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []  # signals that came before the program existed
+
+    def forward(signum: int, _frame: object) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        started[0].send_signal(signum)  # checks that it was not reaped (no pid reuse)
+
+    def attach(proc: subprocess.Popen[bytes]) -> None:
+        started.append(proc)
+        for signum in pending:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED} if active else {}
+    try:
+        yield attach
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def foreground(
@@ -464,20 +493,7 @@ def foreground(
     exe, plain, safe = _prepare(argv, "running", desc)
     pipe = subprocess.PIPE if capture else None
     main = threading.current_thread() is threading.main_thread()
-    started: list[subprocess.Popen[bytes]] = []
-    pending: list[int] = []  # signals that came before the program existed
-
-    def forward(signum: int, _frame: object) -> None:
-        if not started:
-            pending.append(signum)
-            return
-        started[0].send_signal(signum)  # checks that it was not reaped (no pid reuse)
-
-    previous: dict[signal.Signals, object] = {}
-    try:
-        if main:
-            for sig in _FORWARDED:
-                previous[sig] = signal.signal(sig, forward)
+    with forwarded_signals(active=main) as attach:
         try:
             proc = subprocess.Popen(
                 [exe, *plain[1:]], stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe,
@@ -485,9 +501,7 @@ def foreground(
                 process_group=0 if main else None)
         except OSError as exc:
             raise CommandFailed(desc, safe, 127, str(exc)) from exc
-        started.append(proc)
-        for signum in pending:
-            proc.send_signal(signum)
+        attach(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:  # its text holds the unredacted argv: not chained
@@ -496,9 +510,6 @@ def foreground(
         except BaseException:
             _stop(proc, group=main)
             raise
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
     rc = proc.returncode
     return Completed(safe, 128 - rc if rc < 0 else rc,
                      out.decode(errors="replace") if out is not None else "",

@@ -48,8 +48,6 @@ __all__ = ["plan", "run"]
 # adds DEBUG (every external command); hpc_exec.cli sets the level.
 log = logging.getLogger(__name__)
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
 
 
 class _Plan(NamedTuple):
@@ -323,6 +321,8 @@ def _watchdog(ctl: int, ready: int, pid_file: Path, sweep_user_namespace: bool,
     code = 0
     try:
         os.setpgid(0, 0)
+        from hpc_exec.process import FORWARDED
+
         for sig in FORWARDED:  # it leaves when the engine does (end of file on its pipe)
             signal.signal(sig, signal.SIG_IGN)
         os.write(ready, b"r")
@@ -564,37 +564,24 @@ def _run_runc(argv: list[str], process: Any, reap: Path | None = None,
     foreground group, and the terminal's Ctrl-C travels through the container's own pty."""
     # The handlers are in place before runc starts: a SIGTERM in between would otherwise end
     # this process by default and leave runc, in a group of its own, to start the container.
-    started: list[Any] = []
-    pending: list[int] = []
+    from hpc_exec.process import forwarded_signals
 
-    def forward(signum: int, _frame: object) -> None:
-        if not started:
-            pending.append(signum)
-            return
-        try:
-            os.kill(started[0].pid, signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     stop = None
-    try:
-        child = process.launch(argv, desc="running the container (runc run)",
-                               fd_map=fd_map or {}, own_process_group=own_process_group)
-        started.append(child)
-        for signum in pending:
-            os.kill(child.pid, signum)
-        if reap is not None:
-            import threading
+    with forwarded_signals() as attach:
+        try:
+            child = process.launch(argv, desc="running the container (runc run)",
+                                   fd_map=fd_map or {}, own_process_group=own_process_group)
+            attach(child)
+            if reap is not None:
+                import threading
 
-            stop = threading.Event()
-            threading.Thread(target=_reap_leftovers, args=(reap, stop), daemon=True).start()
-        rc = int(child.wait())
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if stop is not None:
-            stop.set()
+                stop = threading.Event()
+                threading.Thread(target=_reap_leftovers, args=(reap, stop),
+                                 daemon=True).start()
+            rc = int(child.wait())
+        finally:
+            if stop is not None:
+                stop.set()
     return 128 - rc if rc < 0 else rc
 
 
